@@ -11,8 +11,13 @@ from typing import Iterable, Iterator
 import numpy as np
 
 # %% auto #0
-__all__ = ['MPII_JOINTS', 'N_JOINTS', 'RecordError', 'Person', 'Record', 'validate_record', 'record_from_dict', 'write_jsonl',
-           'iter_jsonl', 'read_jsonl', 'image_path', 'records_to_dataset', 'dataset_to_records']
+__all__ = ['MPII_JOINTS', 'N_JOINTS', 'MPII_FRAME', 'MPII_URLS', 'MPII_ANNOTATION_FILE', 'MPII_CSV_JOINTS', 'COCO_KEYPOINTS',
+           'COCO_TO_MPII', 'NECK_AT', 'HEAD_TOP_AT', 'READERS', 'DATA_DEFAULTS', 'DATA_CHOICES', 'RecordError',
+           'Person', 'Record', 'validate_record', 'record_from_dict', 'write_jsonl', 'iter_jsonl', 'read_jsonl',
+           'image_path', 'records_to_dataset', 'dataset_to_records', 'image_size', 'assumed_size', 'read_mpii_mat',
+           'make_mini_mpii_mat', 'DownloadError', 'file_digest', 'verify_checksum', 'download_file', 'RangeFileServer',
+           'extract_archive', 'download_mpii', 'read_mpii_csv', 'read_mpii_h5', 'read_mpii_json', 'coco_to_mpii',
+           'read_coco', 'read_records', 'rebase_images', 'prepare_mpii']
 
 # %% ../nbs/01_data.ipynb #648c6a9e
 MPII_JOINTS = ("r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
@@ -151,3 +156,624 @@ def dataset_to_records(ds) -> list[Record]:
         row = dict(row); row["labels"] = json.loads(row.get("labels") or "{}")
         out.append(record_from_dict(row, f"dataset row {i}"))
     return out
+
+# %% ../nbs/01_data.ipynb #5793d617
+import csv, hashlib, os, re, shutil, tarfile, threading, time, zipfile
+import http.client, http.server, socket, urllib.error, urllib.request
+
+# %% ../nbs/01_data.ipynb #faab74aa
+def image_size(path:str|Path, # an image file
+              ) -> tuple[int, int]:
+    "Width and height of an image, read from its header without decoding the pixels."
+    from PIL import Image, UnidentifiedImageError
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"{path}: image not found")
+    try:
+        with Image.open(path) as im: return im.size
+    except (UnidentifiedImageError, OSError) as e: raise RecordError(f"{path}: not a readable image: {e}") from e
+
+MPII_FRAME = (1280, 720)  # the most common MPII frame size (YouTube 720p)
+
+def assumed_size(points, # any number of [x, y] points; negative ones (not annotated) are ignored
+                 base:tuple=MPII_FRAME, # the size to start from
+                ) -> tuple[int, int]:
+    "An image size for records whose image is not at hand: `base`, grown to contain every point."
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    pts = pts[(pts >= 0).all(1) & np.isfinite(pts).all(1)]
+    w, h = base
+    if len(pts): w, h = max(w, math.ceil(pts[:, 0].max()) + 1), max(h, math.ceil(pts[:, 1].max()) + 1)
+    return int(w), int(h)
+
+# %% ../nbs/01_data.ipynb #9bcdf664
+def _image_id(name:str) -> str: return os.path.splitext(os.path.basename(name))[0]
+
+def _locate(name:str, # the image file name from the annotations
+            images_dir:str|Path|None, # folder of the images, or None when they are not at hand
+            points, # the annotated points of the image (for the assumed size)
+            where:str, # how to name the image in errors
+           ) -> tuple[str, int, int]:
+    "The record's (image, width, height): from the image header when `images_dir` is given, else assumed."
+    if images_dir is None: return name, *assumed_size(points)
+    p = Path(images_dir)/name
+    if not p.exists(): raise RecordError(f"{where}: image {name} not found in {images_dir}")
+    return str(p), *image_size(p)
+
+def _person(xy, # (16, 2) coordinates
+            vis, # 16 visibility flags
+            missing, # 16 booleans: joint not annotated (set to -1, visibility 0)
+            center=None, scale=None) -> Person:
+    "A `Person` from arrays, with the not-annotated joints set to -1."
+    xy = np.array(xy, dtype=float).reshape(N_JOINTS, 2); vis = np.array(vis, dtype=int).reshape(N_JOINTS)
+    missing = np.asarray(missing, dtype=bool).reshape(N_JOINTS)
+    xy[missing] = -1; vis[missing] = 0
+    return Person(xy.tolist(), vis.tolist(), None if center is None else [float(c) for c in center],
+                  None if scale is None else float(scale))
+
+def _record_points(people) -> list:
+    return [pt for p in people for pt in p.joints + ([p.center] if p.center is not None else [])]
+
+def _check_unique(ids_seen:dict, rid:str, where:str, path):
+    if rid in ids_seen: raise RecordError(f"{path}: image id {rid!r} appears twice ({ids_seen[rid]} and {where})")
+    ids_seen[rid] = where
+
+# %% ../nbs/01_data.ipynb #797e320f
+def _mat_empty(x) -> bool:
+    return x is None or (isinstance(x, np.ndarray) and x.size == 0) or (isinstance(x, str) and not x.strip())
+
+def _mat_items(x) -> list:
+    "A MATLAB struct array or cell as a list: one struct -> [it], empty -> []."
+    if _mat_empty(x): return []
+    if isinstance(x, np.ndarray): return list(x.ravel())
+    return [x]
+
+def _mat_text(x) -> str: return "" if _mat_empty(x) else str(x).strip()
+
+def _mat_field(s, name:str, where:str, required:bool=True):
+    if name in getattr(s, "_fieldnames", ()): return getattr(s, name)
+    if required: raise RecordError(f"{where}: missing field {name!r}")
+    return None
+
+def _mat_number(x, where:str, what:str) -> float:
+    if _mat_empty(x): raise RecordError(f"{where}: empty {what}")
+    try: return float(np.asarray(x).ravel()[0])
+    except (TypeError, ValueError) as e: raise RecordError(f"{where}: {what} is not a number: {x!r}") from e
+
+def _mat_visible(v, where:str) -> int:
+    "MPII's `is_visible`: int, text '0'/'1', or empty (annotated, visibility not stated: read as visible)."
+    if _mat_empty(v): return 1
+    try: return int(int(float(np.asarray(v).ravel()[0])) > 0)
+    except (TypeError, ValueError) as e: raise RecordError(f"{where}: is_visible is not 0/1: {v!r}") from e
+
+def _mat_person(r, where:str) -> Person:
+    "One `annorect` entry as a `Person`."
+    xy, vis, missing = np.full((N_JOINTS, 2), -1.0), np.zeros(N_JOINTS, int), np.ones(N_JOINTS, bool)
+    ap = _mat_field(r, "annopoints", where, required=False)
+    if not _mat_empty(ap):
+        for k, pt in enumerate(_mat_items(_mat_field(ap, "point", f"{where}.annopoints"))):
+            w = f"{where}.annopoints.point({k+1})"
+            j = int(_mat_number(_mat_field(pt, "id", w), w, "id"))
+            if not 0 <= j < N_JOINTS: raise RecordError(f"{w}: joint id {j} outside 0..{N_JOINTS-1}")
+            xy[j] = _mat_number(_mat_field(pt, "x", w), w, "x"), _mat_number(_mat_field(pt, "y", w), w, "y")
+            vis[j] = _mat_visible(_mat_field(pt, "is_visible", w, required=False), w); missing[j] = False
+    op = _mat_field(r, "objpos", where, required=False)
+    center = None if _mat_empty(op) else [_mat_number(_mat_field(op, a, f"{where}.objpos"), where, f"objpos.{a}") for a in "xy"]
+    sc = _mat_field(r, "scale", where, required=False)
+    return _person(xy, vis, missing, center, None if _mat_empty(sc) else _mat_number(sc, where, "scale"))
+
+# %% ../nbs/01_data.ipynb #72f93b4e
+def read_mpii_mat(path:str|Path, # `mpii_human_pose_v1_u12_1.mat`
+                  images_dir:str|Path|None=None, # the MPII `images/` folder (sizes from headers); None: assumed sizes
+                  people:str="all", # all | single (only the `single_person` rectangles)
+                 ) -> list[Record]:
+    "Records from the official MPII annotation file (the `RELEASE` struct), one per image."
+    from scipy.io import loadmat
+    path = Path(path)
+    if people not in ("all", "single"): raise ValueError(f"people must be 'all' or 'single', got {people!r}")
+    if not path.exists(): raise FileNotFoundError(f"{path}: MPII annotation file not found")
+    try: m = loadmat(str(path), struct_as_record=False, squeeze_me=True)
+    except Exception as e: raise RecordError(f"{path}: not a readable MATLAB file: {e}") from e
+    if "RELEASE" not in m: raise RecordError(f"{path}: no RELEASE struct (found {sorted(k for k in m if not k.startswith('__'))})")
+    rel, w = m["RELEASE"], f"{path}: RELEASE"
+    annolist = _mat_items(_mat_field(rel, "annolist", w))
+    n = len(annolist)
+    img_train = np.atleast_1d(np.asarray(_mat_field(rel, "img_train", w))).ravel()
+    acts = _mat_items(_mat_field(rel, "act", w))
+    single = _mat_field(rel, "single_person", w, required=people == "single")
+    single = [single] if n == 1 else _mat_items(single) if single is not None else None
+    for name, arr in (("img_train", img_train), ("act", acts)) + ((("single_person", single),) if single is not None else ()):
+        if len(arr) != n: raise RecordError(f"{w}.{name} has {len(arr)} entries but annolist has {n}")
+    recs, seen = [], {}
+    for i, a in enumerate(annolist):
+        wi = f"{path}: annolist({i+1})"
+        name = _mat_text(_mat_field(_mat_field(a, "image", wi), "name", f"{wi}.image"))
+        if not name: raise RecordError(f"{wi}: empty image name")
+        _check_unique(seen, _image_id(name), f"annolist({i+1}) {name}", path)
+        ppl = [_mat_person(r, f"{wi}.annorect({k+1})") for k, r in enumerate(_mat_items(_mat_field(a, "annorect", wi, required=False)))]
+        if people == "single":
+            idx = [int(_mat_number(k, wi, "single_person index")) for k in _mat_items(single[i])]
+            if any(not 1 <= k <= len(ppl) for k in idx): raise RecordError(f"{wi}: single_person {idx} outside 1..{len(ppl)}")
+            ppl = [ppl[k-1] for k in idx]
+        act = acts[i]
+        image, width, height = _locate(name, images_dir, _record_points(ppl), wi)
+        rec = Record(id=_image_id(name), image=image, width=width, height=height,
+                     split="train" if _mat_number(img_train[i], wi, "img_train") == 1 else "test",
+                     activity=_mat_text(_mat_field(act, "act_name", f"{w}.act({i+1})", required=False)),
+                     category=_mat_text(_mat_field(act, "cat_name", f"{w}.act({i+1})", required=False)), people=ppl)
+        recs.append(validate_record(rec, f"{path}: annolist({i+1}) {name}"))
+    return recs
+
+# %% ../nbs/01_data.ipynb #5a7d86c1
+def _struct_array(rows:list[dict]) -> np.ndarray:
+    "A MATLAB struct array for `scipy.io.savemat` (all rows share the fields of the first)."
+    names = list(rows[0])
+    arr = np.zeros((len(rows),), dtype=[(k, "O") for k in names])
+    for i, r in enumerate(rows): arr[i] = tuple(r[k] for k in names)
+    return arr
+
+def make_mini_mpii_mat(path:str|Path, # where to write the `.mat` file
+                      ) -> Path:
+    "Write a 4-image `RELEASE` struct in the structure of `mpii_human_pose_v1_u12_1.mat`, with its quirks."
+    from scipy.io import savemat
+    E = np.zeros((0, 0))  # MATLAB's []
+    def pt(j, x, y, v=1): return {"id": j, "x": x, "y": y, "is_visible": v}
+    # image 1: one person (a struct, not an array), ankles not annotated, flags as int / text / empty
+    flags = {1: 0, 2: "0", 3: "1", 8: E, 9: E}
+    p1 = [pt(j, 100.0 + 10*j, 50 + 20*j, flags.get(j, 1)) for j in range(N_JOINTS) if j not in (0, 5)]
+    r1 = {"annopoints": {"point": _struct_array(p1)}, "objpos": {"x": 170, "y": 200}, "scale": 2.5}
+    # image 2: three people; the second without annopoints, the third with a single point (a struct)
+    full = _struct_array([pt(j, 600.0 + 5*j, 100.0 + 8*j) for j in range(N_JOINTS)])
+    r2 = _struct_array([{"annopoints": {"point": full}, "objpos": {"x": 640, "y": 160}, "scale": 3.0},
+                        {"annopoints": E, "objpos": {"x": 400, "y": 300}, "scale": 1.8},
+                        {"annopoints": {"point": pt(7, 520.5, 210.25, 1)}, "objpos": {"x": 520, "y": 260}, "scale": 2.0}])
+    # image 3: a test image, the person has objpos and scale only; image 4: nobody
+    r3 = {"objpos": {"x": 50, "y": 60}, "scale": 1.2}
+    annolist = _struct_array([{"image": {"name": f"00000000{i}.jpg"}, "annorect": r, "frame_sec": 10 * i, "vididx": 1 + i % 2}
+                              for i, r in enumerate([r1, r2, r3, E], 1)])
+    act = _struct_array([{"cat_name": "sports", "act_name": "curling", "act_id": 1},
+                         {"cat_name": E, "act_name": E, "act_id": -1},
+                         {"cat_name": "running", "act_name": "jogging", "act_id": 2},
+                         {"cat_name": E, "act_name": E, "act_id": -1}])
+    single = np.empty((4,), dtype=object)
+    single[:] = [np.array([[1]]), np.array([[1], [3]]), np.array([[1]]), E]
+    release = {"annolist": annolist, "img_train": np.array([1, 1, 0, 1]), "act": act,
+               "single_person": single, "video_list": np.array(["vid_a", "vid_b"], dtype=object)}
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    savemat(str(path), {"RELEASE": release})
+    return path
+
+# %% ../nbs/01_data.ipynb #924371a6
+MPII_URLS = {"images": "https://datasets.d2.mpi-inf.mpg.de/andriluka14cvpr/mpii_human_pose_v1.tar.gz",
+             "annotations": "https://datasets.d2.mpi-inf.mpg.de/andriluka14cvpr/mpii_human_pose_v1_u12_2.zip"}
+MPII_ANNOTATION_FILE = "mpii_human_pose_v1_u12_2/mpii_human_pose_v1_u12_1.mat"
+
+class DownloadError(OSError):
+    "A download that failed: unreachable server, HTTP error, or a checksum mismatch."
+
+# %% ../nbs/01_data.ipynb #dd612315
+def file_digest(path:str|Path, algo:str="sha256", chunk_size:int=1<<20) -> str:
+    "Hex digest of a file, read in chunks."
+    h = hashlib.new(algo)
+    with Path(path).open("rb") as f:
+        while chunk := f.read(chunk_size): h.update(chunk)
+    return h.hexdigest()
+
+def _parse_checksum(checksum:str) -> tuple[str, str]:
+    algo, _, hexd = checksum.rpartition(":")
+    hexd = hexd.strip().lower()
+    algo = algo.lower() or {64: "sha256", 32: "md5", 40: "sha1", 128: "sha512"}.get(len(hexd), "")
+    if algo not in hashlib.algorithms_available or not re.fullmatch(r"[0-9a-f]+", hexd):
+        raise ValueError(f"checksum must look like 'sha256:<hex>' or 'md5:<hex>', got {checksum!r}")
+    return algo, hexd
+
+def verify_checksum(path:str|Path, # the file to check
+                    checksum:str, # 'sha256:<hex>', 'md5:<hex>' or a bare sha256/md5 hex digest
+                   ):
+    "Raise `DownloadError` naming the file when its digest differs from `checksum`."
+    algo, want = _parse_checksum(checksum)
+    got = file_digest(path, algo)
+    if got != want: raise DownloadError(f"{path}: {algo} checksum mismatch: expected {want}, got {got}")
+
+# %% ../nbs/01_data.ipynb #111c532d
+def _total_size(resp, start:int) -> int|None:
+    cr = resp.headers.get("Content-Range")
+    if cr and (m := re.match(r"bytes\s+\d+-\d+/(\d+)", cr)): return int(m[1])
+    cl = resp.headers.get("Content-Length")
+    return start + int(cl) if cl is not None else None
+
+def _fetch_once(url:str, part:Path, timeout:float, chunk_size:int, progress:bool) -> bool:
+    "One request for the rest of `part`; True when `part` is complete, False when the transfer stopped early."
+    start = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
+    try: resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and start:  # nothing left to send: complete if the server's size is what we have
+            m = re.match(r"bytes\s+\*/(\d+)", e.headers.get("Content-Range") or "")
+            if m and int(m[1]) == start: return True
+            part.unlink(); return False
+        raise
+    with resp:
+        if start and resp.status != 206: start = 0  # Range ignored: the body is the whole file
+        m = re.match(r"bytes\s+(\d+)-", resp.headers.get("Content-Range") or "")
+        if resp.status == 206 and (not m or int(m[1]) != start):  # not the part we asked for: start over
+            part.unlink(); return False
+        total = _total_size(resp, start)
+        from tqdm.auto import tqdm
+        with part.open("ab" if start else "wb") as f, tqdm(total=total, initial=start, unit="B", unit_scale=True,
+                                                            desc=part.name[:-5], disable=not progress) as bar:
+            while chunk := resp.read(chunk_size):
+                f.write(chunk); bar.update(len(chunk))
+    return total is None or part.stat().st_size >= total
+
+def download_file(url:str, # what to fetch
+                  dest:str|Path, # where the finished file goes (the partial one is `dest.part`)
+                  checksum:str|None=None, # 'sha256:<hex>' or 'md5:<hex>'; verified when given
+                  retries:int=3, # further attempts after a failed or cut-off transfer, each resuming
+                  backoff:float=2.0, # seconds to wait before retry k: backoff * k
+                  timeout:float=60.0, # seconds without data before a transfer counts as failed
+                  chunk_size:int=1<<20,
+                  progress:bool=True, # show a progress bar
+                 ) -> Path:
+    "Download `url` to `dest`, resuming a partial `dest.part`; verify `checksum` when given."
+    dest = Path(dest); part = dest.with_name(dest.name + ".part")
+    if dest.exists():
+        if checksum: verify_checksum(dest, checksum)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    err = None
+    for attempt in range(retries + 1):
+        if attempt and backoff: time.sleep(backoff * attempt)
+        try:
+            if _fetch_once(url, part, timeout, chunk_size, progress): break
+            err = "the connection closed before the end of the file"
+        except urllib.error.HTTPError as e:
+            if 400 <= e.code < 500 and e.code not in (408, 429):
+                raise DownloadError(f"{url}: HTTP {e.code} {e.reason}; fetch it by hand and put it at {dest}") from e
+            err = f"HTTP {e.code} {e.reason}"
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            err = str(getattr(e, "reason", None) or e)
+    else:
+        have = part.stat().st_size if part.exists() else 0
+        raise DownloadError(f"could not download {url} ({err}) after {retries + 1} attempts. If this machine is offline, "
+                            f"fetch the file by hand and put it at {dest}; a rerun resumes from the {have} bytes in {part}.")
+    if checksum:
+        try: verify_checksum(part, checksum)
+        except DownloadError as e:
+            part.unlink()
+            raise DownloadError(f"{url}: {e}; the download was removed, rerun to fetch it again") from None
+    part.replace(dest)
+    return dest
+
+# %% ../nbs/01_data.ipynb #b3aff2ba
+class RangeFileServer:
+    "Serve a folder over HTTP on 127.0.0.1 with `Range` support; a context manager with `.url` and `.requests`."
+    def __init__(self, folder:str|Path, # the folder to serve
+                 cut_after:int|None=None, # drop the first response after this many bytes (a broken connection)
+                 ranges:bool=True, # honour `Range` headers (False: always send the whole file, as some servers do)
+                ):
+        self.folder, self.cut_after, self.ranges, self.requests = Path(folder), cut_after, ranges, []
+
+    def _handler(self):
+        srv = self
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a): pass
+            def do_GET(self):
+                f = (srv.folder/self.path.lstrip("/").split("?")[0]).resolve()
+                rng = self.headers.get("Range")
+                if srv.folder.resolve() not in f.parents or not f.is_file():
+                    srv.requests.append((self.path, rng, 0)); return self.send_error(404)
+                data, start = f.read_bytes(), 0
+                m = re.match(r"bytes=(\d+)-$", rng or "") if srv.ranges else None
+                if m and int(m[1]) >= len(data):
+                    srv.requests.append((self.path, rng, 0)); self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}"); self.send_header("Content-Length", "0")
+                    return self.end_headers()
+                if m:
+                    start = int(m[1]); self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data)-1}/{len(data)}")
+                else: self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body))); self.end_headers()
+                if srv.cut_after is not None: body, srv.cut_after = body[:srv.cut_after], None
+                srv.requests.append((self.path, rng, len(body)))  # before writing: the client may finish first
+                self.wfile.write(body); self.wfile.flush()
+        return Handler
+
+    def __enter__(self):
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True); self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown(); self.httpd.server_close(); self.thread.join()
+
+# %% ../nbs/01_data.ipynb #fd8c721f
+def extract_archive(archive:str|Path, # a .tar.gz / .tar / .zip file
+                    dest:str|Path, # the folder to unpack into
+                   ) -> Path:
+    "Unpack an archive into `dest` once: a marker file records a finished extraction."
+    archive, dest = Path(archive), Path(dest)
+    marker = dest/f".{archive.name}.extracted"
+    if marker.exists(): return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                for n in z.namelist():
+                    if Path(n).is_absolute() or ".." in Path(n).parts: raise DownloadError(f"{archive}: unsafe path {n!r} in the archive")
+                z.extractall(dest)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as t: t.extractall(dest, filter="data")
+        else: raise DownloadError(f"{archive}: neither a zip nor a tar archive")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as e:
+        raise DownloadError(f"{archive}: damaged archive ({e}); delete it and rerun to download it again") from e
+    marker.write_text(str(archive.stat().st_size))
+    return dest
+
+def download_mpii(root:str|Path, # where the archives go and are unpacked
+                  images:bool=True, # fetch the images tarball (about 12 GB)
+                  annotations:bool=True, # fetch the annotations zip
+                  checksums:dict|None=None, # {'images': 'sha256:...', 'annotations': '...'}; verified when given
+                  urls:dict|None=None, # override the official URLs (e.g. a mirror)
+                  extract:bool=True, # unpack the archives
+                  **kw, # passed to `download_file` (retries, timeout, progress, ...)
+                 ) -> dict:
+    "Download (resumably) and unpack the official MPII images and annotations; returns their paths."
+    root, urls, checksums = Path(root), {**MPII_URLS, **(urls or {})}, checksums or {}
+    out = {}
+    for key, wanted in (("annotations", annotations), ("images", images)):
+        if not wanted: continue
+        url = urls[key]; dest = root/url.rsplit("/", 1)[-1]; fresh = not dest.exists()
+        archive = download_file(url, dest, checksum=checksums.get(key), **kw)
+        if fresh and not checksums.get(key): print(f"{archive.name}: sha256:{file_digest(archive)} (pass it in checksums={{'{key}': ...}} to pin it)")
+        out[f"{key}_archive"] = archive
+        if extract:
+            extract_archive(archive, root)
+            target = root/("images" if key == "images" else MPII_ANNOTATION_FILE)
+            if not target.exists(): raise DownloadError(f"{archive}: unpacked into {root} but {target} is not there")
+            out[key] = target
+    return out
+
+# %% ../nbs/01_data.ipynb #536dbe69
+MPII_CSV_JOINTS = [n.replace("_", " ") for n in MPII_JOINTS]  # 'r ankle', ..., 'upper neck', 'head top'
+
+def _csv_check_fields(path:Path) -> list[str]:
+    "The header; raise naming the row and line when a row has a different number of fields."
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header: raise RecordError(f"{path}: empty CSV file")
+        for k, row in enumerate(reader, 1):
+            if row and len(row) != len(header):
+                raise RecordError(f"{path}: row {k} (line {reader.line_num}): {len(row)} fields, expected {len(header)}")
+    return header
+
+def read_mpii_csv(path:str|Path, # `mpii_dataset.csv`
+                  images_dir:str|Path|None=None, # the MPII images (sizes from headers); None: assumed sizes
+                  split:str="train", # the split of every record (the CSV holds MPII's training set)
+                 ) -> list[Record]:
+    "Records from the MPII CSV form (one person per row), rows of the same image merged."
+    import pandas as pd
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"{path}: CSV file not found")
+    header = _csv_check_fields(path)
+    xy_cols = [f"{j}_{a}" for j in MPII_CSV_JOINTS for a in "XY"]
+    missing = [c for c in ["NAME", *xy_cols, "Scale", "Activity", "Category"] if c not in header]
+    if missing: raise RecordError(f"{path}: missing columns {missing}")
+    df = pd.read_csv(path, keep_default_na=False, dtype={"NAME": str, "Activity": str, "Category": str})
+    for col in xy_cols + ["Scale"]:  # numeric columns parse as numbers; anything else names its first bad cell
+        if not pd.api.types.is_numeric_dtype(df[col]):
+            r = int(np.argmax(pd.to_numeric(df[col], errors="coerce").isna().to_numpy()))
+            raise RecordError(f"{path}: row {r+1} (line {r+2}): column {col!r} is not a number: {df[col].iloc[r]!r}")
+    names = df["NAME"].str.strip()
+    if (names == "").any(): r = int(np.argmax((names == "").to_numpy())); raise RecordError(f"{path}: row {r+1} (line {r+2}): empty NAME")
+    xy = df[xy_cols].to_numpy(float, copy=True).reshape(-1, N_JOINTS, 2)
+    miss = (xy == -1).all(-1)
+    masked = np.where(miss[..., None], np.nan, xy)
+    has = ~miss.all(1)
+    center = np.full((len(df), 2), np.nan)
+    with np.errstate(invalid="ignore"):
+        center[has] = (np.nanmin(masked[has], 1) + np.nanmax(masked[has], 1)) / 2
+    scale = df["Scale"].to_numpy(float)
+    ext = np.nanmax(np.where(masked >= 0, masked, np.nan), 1, initial=-1)  # per row: largest annotated x, y (for assumed sizes)
+    ext = np.fmax(ext, np.where(has[:, None], center, -1))
+    w0, h0 = MPII_FRAME  # the assumed sizes of `assumed_size`, for all rows at once
+    size = np.stack([np.maximum(w0, np.ceil(ext[:, 0]) + 1), np.maximum(h0, np.ceil(ext[:, 1]) + 1)], 1).astype(int)
+    clean = lambda s: s.str.strip().replace("[]", "")
+    act, cat = clean(df["Activity"]).tolist(), clean(df["Category"]).tolist()
+    xy_l, vis_l, c_l = xy.tolist(), (~miss).astype(int).tolist(), center.tolist()
+    groups = {}
+    for r, n in enumerate(names.tolist()): groups.setdefault(n, []).append(r)
+    recs, seen = [], {}
+    for name, rows in groups.items():
+        where = f"{path}: rows {[r+1 for r in rows]} ({name})"
+        if len({(act[r], cat[r]) for r in rows}) > 1: raise RecordError(f"{where}: one image with different activities {sorted({act[r] for r in rows})}")
+        rid = _image_id(name); _check_unique(seen, rid, name, path)
+        ppl = [Person(xy_l[r], vis_l[r], c_l[r] if has[r] else None, scale[r]) for r in rows]
+        if images_dir is None: image, width, height = name, *size[rows].max(0).tolist()
+        else: image, width, height = _locate(name, images_dir, None, where)
+        recs.append(validate_record(Record(id=rid, image=image, width=width, height=height, split=split,
+                                           activity=act[rows[0]], category=cat[rows[0]], people=ppl), where))
+    return recs
+
+# %% ../nbs/01_data.ipynb #d84d5e97
+def read_mpii_h5(path:str|Path, # `valid.h5`
+                 images_dir:str|Path|None=None, # the MPII images (sizes from headers); None: assumed sizes
+                 split:str="val",
+                ) -> list[Record]:
+    "Records from an MPII HDF5 annotation file (one row per person), grouped per image."
+    import h5py
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"{path}: HDF5 file not found")
+    try:
+        with h5py.File(path, "r") as f:
+            need = ["imgname", "part", "visible", "center", "scale"]
+            if missing := [k for k in need if k not in f]: raise RecordError(f"{path}: missing datasets {missing} (found {sorted(f)})")
+            d = {k: f[k][()] for k in need + (["person"] if "person" in f else [])}
+    except OSError as e: raise RecordError(f"{path}: not a readable HDF5 file: {e}") from e
+    n = len(d["imgname"])
+    shapes = {"part": (n, N_JOINTS, 2), "visible": (n, N_JOINTS), "center": (n, 2), "scale": (n,), "person": (n,)}
+    for k, s in shapes.items():
+        if k in d and d[k].shape != s: raise RecordError(f"{path}: {k} has shape {d[k].shape}, expected {s}")
+    names = [x.decode() if isinstance(x, bytes) else str(x) for x in d["imgname"]]
+    order = d.get("person", np.zeros(n))
+    groups = {}
+    for i, nm in enumerate(names): groups.setdefault(nm, []).append(i)
+    miss = (d["part"] == 0).all(-1)
+    recs, seen = [], {}
+    for name, rows in groups.items():
+        rows = sorted(rows, key=lambda i: order[i])
+        where = f"{path}: rows {rows} ({name})"
+        _check_unique(seen, _image_id(name), name, path)
+        ppl = [_person(d["part"][i], d["visible"][i] > 0, miss[i], d["center"][i], d["scale"][i]) for i in rows]
+        image, width, height = _locate(name, images_dir, _record_points(ppl), where)
+        recs.append(validate_record(Record(id=_image_id(name), image=image, width=width, height=height, split=split, people=ppl), where))
+    return recs
+
+# %% ../nbs/01_data.ipynb #de16194d
+def _load_json(path:Path):
+    if not path.exists(): raise FileNotFoundError(f"{path}: JSON file not found")
+    try: return json.loads(path.read_text())
+    except json.JSONDecodeError as e: raise RecordError(f"{path}: not valid JSON: line {e.lineno} column {e.colno}: {e.msg}") from e
+
+def read_mpii_json(path:str|Path, # e.g. `mpii_val.json` / `test_mpii.json`
+                   images_dir:str|Path, # the folder of the images (their sizes are read from them)
+                   split:str="train",
+                  ) -> list[Record]:
+    "Records from the MPII JSON form (one person per entry), grouped per image."
+    path = Path(path); entries = _load_json(path)
+    if not isinstance(entries, list): raise RecordError(f"{path}: expected a list of people, got {type(entries).__name__}")
+    groups = {}
+    for k, e in enumerate(entries):
+        where = f"{path}: entry {k}"
+        if not isinstance(e, dict): raise RecordError(f"{where}: expected an object, got {type(e).__name__}")
+        if missing := [f for f in ("image", "joints", "joints_vis", "center", "scale") if f not in e]: raise RecordError(f"{where}: missing fields {missing}")
+        try:
+            xy, vis = np.asarray(e["joints"], dtype=float), np.asarray(e["joints_vis"], dtype=float)
+            center, scale = np.asarray(e["center"], dtype=float), float(e["scale"])
+        except (TypeError, ValueError) as err: raise RecordError(f"{where}: non-numeric joints, center or scale: {err}") from err
+        if xy.shape != (N_JOINTS, 2) or vis.shape != (N_JOINTS,) or center.shape != (2,):
+            raise RecordError(f"{where}: expected joints (16, 2), joints_vis (16,), center (2,), got {xy.shape}, {vis.shape}, {center.shape}")
+        groups.setdefault(str(e["image"]), []).append(_person(xy, vis > 0, (xy == -1).all(1), center, scale))
+    recs, seen = [], {}
+    for name, ppl in groups.items():
+        _check_unique(seen, _image_id(name), name, path)
+        image, width, height = _locate(name, images_dir, _record_points(ppl), f"{path}")
+        recs.append(validate_record(Record(id=_image_id(name), image=image, width=width, height=height, split=split, people=ppl), f"{path}: {name}"))
+    return recs
+
+# %% ../nbs/01_data.ipynb #c8fd7786
+COCO_KEYPOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+                  "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
+                  "left_knee", "right_knee", "left_ankle", "right_ankle")
+COCO_TO_MPII = {16: 0, 14: 1, 12: 2, 11: 3, 13: 4, 15: 5, 10: 10, 8: 11, 6: 12, 5: 13, 7: 14, 9: 15}  # COCO index -> MPII index
+NECK_AT, HEAD_TOP_AT = 0.33, 1.67  # upper neck and head top along thorax -> face centre
+
+def coco_to_mpii(keypoints, # 17 x (x, y, v) COCO keypoints, flat (51,) or (17, 3)
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "MPII (16, 2) joints, visibility (16,) and not-annotated mask (16,) from COCO keypoints."
+    kp = np.asarray(keypoints, dtype=float).reshape(len(COCO_KEYPOINTS), 3)
+    lab = kp[:, 2] > 0
+    xy, missing = np.full((N_JOINTS, 2), -1.0), np.ones(N_JOINTS, bool)
+    for c, m in COCO_TO_MPII.items():
+        if lab[c]: xy[m], missing[m] = kp[c, :2], False
+    def mid(a, b, m):
+        if lab[a] and lab[b]: xy[m], missing[m] = (kp[a, :2] + kp[b, :2]) / 2, False
+    mid(11, 12, 6); mid(5, 6, 7)
+    face = lab[:5]
+    if face.any() and not missing[7]:
+        h, t = kp[:5][face, :2].mean(0), xy[7]
+        xy[8], xy[9], missing[8], missing[9] = t + NECK_AT * (h - t), t + HEAD_TOP_AT * (h - t), False, False
+    return xy, (~missing).astype(int), missing
+
+# %% ../nbs/01_data.ipynb #a5f21c1c
+def read_coco(path:str|Path, # a COCO keypoints annotation file (`person_keypoints_*.json`)
+              images_dir:str|Path|None=None, # the images folder; when given, every image must be there
+              split:str="train",
+              min_keypoints:int=1, # leave out people with fewer labelled keypoints
+             ) -> list[Record]:
+    "Records from COCO-17 keypoint annotations, joints mapped to the MPII 16."
+    path = Path(path); coco = _load_json(path)
+    if not isinstance(coco, dict) or any(k not in coco for k in ("images", "annotations", "categories")):
+        raise RecordError(f"{path}: not a COCO annotation file (needs images, annotations, categories)")
+    persons = {c.get("id") for c in coco["categories"] if len(c.get("keypoints", ())) == len(COCO_KEYPOINTS)}
+    if not persons: raise RecordError(f"{path}: no category with the {len(COCO_KEYPOINTS)} COCO keypoints")
+    people = {}
+    for k, a in enumerate(coco["annotations"]):
+        where = f"{path}: annotations[{k}]"
+        if a.get("category_id") not in persons: continue
+        try:
+            kp = np.asarray(a["keypoints"], dtype=float); x, y, w, h = map(float, a["bbox"]); img = a["image_id"]
+        except (KeyError, TypeError, ValueError) as e: raise RecordError(f"{where}: needs image_id, keypoints and bbox [x, y, w, h]: {e!r}") from e
+        if kp.shape != (3 * len(COCO_KEYPOINTS),): raise RecordError(f"{where}: {kp.size} keypoint values, expected {3 * len(COCO_KEYPOINTS)}")
+        if (kp[2::3] > 0).sum() < min_keypoints: continue
+        xy, vis, miss = coco_to_mpii(kp)
+        people.setdefault(img, []).append(_person(xy, vis, miss, [x + w / 2, y + h / 2], h / 200 if h > 0 else None))
+    recs, seen = [], {}
+    for k, im in enumerate(coco["images"]):
+        where = f"{path}: images[{k}]"
+        if "file_name" not in im or "id" not in im: raise RecordError(f"{where}: needs id and file_name")
+        name = im["file_name"]; _check_unique(seen, _image_id(name), name, path)
+        ppl = people.pop(im["id"], [])
+        if images_dir is not None: image, width, height = _locate(name, images_dir, _record_points(ppl), where)
+        elif "width" in im and "height" in im: image, width, height = name, im["width"], im["height"]
+        else: image, width, height = name, *assumed_size(_record_points(ppl), (1, 1))
+        if images_dir is not None and ("width" in im and (im["width"], im["height"]) != (width, height)):
+            raise RecordError(f"{where}: {name} is {width}x{height} but the annotations say {im['width']}x{im['height']}")
+        recs.append(validate_record(Record(id=_image_id(name), image=image, width=width, height=height, split=split,
+                                           category="person", people=ppl), f"{where} {name}"))
+    if people: raise RecordError(f"{path}: annotations refer to image ids not in images: {sorted(people)[:5]}")
+    return recs
+
+# %% ../nbs/01_data.ipynb #5ee8e86f
+READERS = {"jsonl": read_jsonl, "mat": read_mpii_mat, "csv": read_mpii_csv, "h5": read_mpii_h5,
+           "json": read_mpii_json, "coco": read_coco}
+
+def read_records(source:str, # jsonl | mat | csv | h5 | json | coco
+                 path:str|Path, # the annotation file
+                 **kw, # passed to the reader (images_dir, split, ...)
+                ) -> list[Record]:
+    "Records from any supported annotation format."
+    if source not in READERS: raise ValueError(f"unknown record source {source!r}; choose one of {sorted(READERS)}")
+    return READERS[source](path, **kw)
+
+# %% ../nbs/01_data.ipynb #33b3885e
+def rebase_images(records:list[Record], # records whose image paths are absolute or relative to the current folder
+                  records_dir:str|Path, # the folder of the records file they are written to
+                 ) -> list[Record]:
+    "Make every record's image path relative to `records_dir` (in place; returns the records)."
+    base = os.path.abspath(records_dir)
+    for r in records: r.image = os.path.relpath(os.path.abspath(r.image), base)
+    return records
+
+# %% ../nbs/01_data.ipynb #2435ae53
+DATA_DEFAULTS = dict(source="synthetic", out_dir="data/records",
+                     synthetic=dict(n_train=2400, n_val=300, n_test=600, image_size=96),
+                     mpii=dict(root="data/mpii", download=False, people="all", val_fraction=0.05))
+DATA_CHOICES = dict(source=("synthetic", "mpii"))
+
+# %% ../nbs/01_data.ipynb #ba9fee4a
+def _val_split(rec_id:str, fraction:float) -> bool:
+    import hashlib
+    return int(hashlib.sha256(rec_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+
+def prepare_mpii(root:str|Path, # folder of the official download: `images/` and the annotations folder
+                 out_dir:str|Path, # where `records.jsonl` is written
+                 download:bool=False, # fetch the official archives first (needs network, about 12 GB)
+                 people:str="all", # all | single
+                 val_fraction:float=0.05, # share of training images moved to `val`
+                ) -> list[Record]:
+    "Records of the official MPII release, written to `out_dir/records.jsonl`."
+    root, out_dir = Path(root), Path(out_dir)
+    ann, images = root/MPII_ANNOTATION_FILE, root/"images"
+    if download: download_mpii(root)
+    missing = [str(p) for p in (ann, images) if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"data.source is 'mpii' but {', '.join(missing)} is missing. Either set "
+                                f"data.mpii.download: true (needs network, about 12 GB) or put the official "
+                                f"MPII images and annotations under {root}/ (see README: Reproduce the paper).")
+    recs = read_mpii_mat(ann, images_dir=images, people=people)
+    for r in recs:
+        if r.split == "train" and _val_split(r.id, val_fraction): r.split = "val"
+    write_jsonl(rebase_images(recs, out_dir), out_dir/"records.jsonl")
+    return recs
