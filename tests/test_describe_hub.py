@@ -1,0 +1,85 @@
+"The hub backend on small local datasets of the released dataset's shape (one configuration per LLM, train/validation)."
+import json
+from pathlib import Path
+
+import pytest
+
+from focusclip.data import Record, write_jsonl
+from focusclip.describe import DescribeError, describe_params, describe_records, load_descriptions, run_describe
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1"); monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf")); monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    import datasets
+    datasets.disable_progress_bars()
+
+
+def recs(n):
+    return [Record(f"mpii_{i}", f"images/{i:09d}.jpg", 1280, 720, split="train" if i < 4 else "val") for i in range(n)]
+
+
+def rows(names, tag):
+    # the released files' shape: the MPII image name, its activity and people, and the LLM's description
+    return [dict(image=n, video_id=1, activity="sports, running", count=1, people=[], description=f"{tag} description of {n}") for n in names]
+
+
+def test_save_to_disk_configs_and_splits(tmp_path):
+    import datasets
+    root = tmp_path / "captions"
+    for cfg in ("gpt-4", "llama-2"):
+        dd = datasets.DatasetDict(train=datasets.Dataset.from_list(rows([f"{i:09d}.jpg" for i in range(4)] + ["999999999.jpg"], cfg)),
+                                  validation=datasets.Dataset.from_list(rows([f"{i:09d}.jpg" for i in (4, 5)], cfg)))
+        dd.save_to_disk(str(root / cfg))
+    r = recs(7)  # mpii_6 has no description anywhere
+    res = describe_records(r, "hub", hub_dataset=str(root), hub_config="gpt-4,llama-2", per_image=3)
+    got = {}
+    for row in res.rows: got.setdefault(row["id"], []).append((row["n"], row["model"], row["text"]))
+    assert got["mpii_0"] == [(0, "gpt-4", "gpt-4 description of 000000000.jpg"), (1, "llama-2", "llama-2 description of 000000000.jpg")]
+    assert got["mpii_5"][0][2] == "gpt-4 description of 000000005.jpg"  # validation split joined too
+    assert len(res.rows) == 12 and {r["backend"] for r in res.rows} == {"hub"}
+    # nothing silently dropped: the unmatched hub rows and the records without a description are counted
+    assert res.stats["hub_rows"] == 14 and res.stats["hub_unmatched_rows"] == 2
+    assert res.stats["records_without_description"] == 1 and res.failures[0]["id"] == "mpii_6"
+    assert "000000006.jpg" in res.failures[0]["reason"]
+    assert sorted(res.stats["splits_loaded"]) == ["gpt-4/train", "gpt-4/validation", "llama-2/train", "llama-2/validation"]
+    one = describe_records(r, "hub", hub_dataset=str(root), hub_config="gpt-4,llama-2", per_image=1)
+    assert len(one.rows) == 6 and {x["model"] for x in one.rows} == {"gpt-4"}
+
+
+def test_json_files_and_custom_columns(tmp_path):
+    root = tmp_path / "captions"
+    (root / "gpt-3.5-turbo").mkdir(parents=True)
+    # a JSON list file, as in the released repository (<model>/train.json, <model>/val.json)
+    data = [dict(img=f"{i:09d}.jpg", caption=f"caption {i}") for i in range(3)] + [dict(img="000000001.jpg", caption="  ")]
+    (root / "gpt-3.5-turbo" / "train.json").write_text(json.dumps(data))
+    (root / "gpt-3.5-turbo" / "val.json").write_text(json.dumps([dict(img="000000003.jpg", caption="caption 3")]))
+    p = describe_params({}, backend="hub", hub_dataset=str(root), hub_config="gpt-3.5-turbo", hub_image_column="img", hub_text_column="caption")
+    res = describe_records(recs(4), params=p)
+    assert [(r["id"], r["text"]) for r in res.rows] == [("mpii_0", "caption 0"), ("mpii_1", "caption 1"), ("mpii_2", "caption 2"), ("mpii_3", "caption 3")]
+    assert res.stats["hub_empty_rows"] == 1 and not res.failures
+    with pytest.raises(DescribeError, match=r"gpt-3.5-turbo/train\): no column 'image'; columns are \['img', 'caption'\]"):
+        describe_records(recs(4), "hub", hub_dataset=str(root), hub_config="gpt-3.5-turbo")
+    with pytest.raises(DescribeError, match="none of the splits"):
+        describe_records(recs(4), "hub", hub_dataset=str(root), hub_config="gpt-4")
+
+
+def test_hub_stage_reports_missing(tmp_path):
+    import datasets
+    root = tmp_path / "captions"
+    datasets.DatasetDict(train=datasets.Dataset.from_list(rows(["000000000.jpg", "000000001.jpg", "555.jpg"], "g"))).save_to_disk(str(root / "gpt-4"))
+    write_jsonl(recs(3), tmp_path / "records.jsonl")
+    kw = dict(records=str(tmp_path / "records.jsonl"), out_dir=str(tmp_path / "d"), metrics=str(tmp_path / "m.json"), figure=str(tmp_path / "f.png"))
+    params = {"describe": {"backend": "hub", "hub_dataset": str(root), "max_failure_rate": 0.5}}
+    m = run_describe(params, progress=False, **kw)
+    assert (m["count"], m["failures"], m["hub_unmatched_rows"], m["records_without_description"]) == (2, 1, 1, 1)
+    assert list(load_descriptions(tmp_path / "d" / "descriptions.jsonl")) == ["mpii_0", "mpii_1"]
+    with pytest.raises(DescribeError, match=r"1 of 3 descriptions failed \(hub backend\): mpii_2#0: no description for image '000000002.jpg'"):
+        run_describe({"describe": {**params["describe"], "max_failure_rate": 0.0}}, progress=False, **kw)
+
+
+def test_hub_id_offline_is_a_clear_error(tmp_path):
+    "The released dataset by its Hub id: offline (as here) the error names the dataset, configuration and split."
+    with pytest.raises(DescribeError, match=r"saifkhichi96/mpii-human-pose-captions \(gpt-4/train\): could not load the dataset"):
+        describe_records(recs(2), "hub")
