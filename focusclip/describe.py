@@ -710,6 +710,8 @@ def run_describe(params_path:str|Path="params.yaml", # the params file
     records = read_jsonl(p["records"])
     out = Path(p["out_dir"])
     t0 = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cache.jsonl").touch()  # every backend has a cache file (empty for rules): the pipeline persists it
     res = describe_records(records, cache=out / "cache.jsonl", params=p, progress=progress)
     write_descriptions(res.rows, out / "descriptions.jsonl")
     m = describe_metrics(res, p, len(records)); m["seconds"] = round(time.time() - t0, 2)
