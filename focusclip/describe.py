@@ -278,6 +278,7 @@ def describe_rules(rec:Record, # the image
         out = [pick("intro", activity=long, activity_short=short, **kw)]
     else: out = [pick("intro_no_activity", **kw)]
     if rec.category.strip(): out.append(pick("category", category=rec.category.strip()))
+    out += _appearance(rec.labels, b, pick)
     facts = [pose_facts(p, rec.width, rec.height) for p in rec.people]
     positions = [f["position"] for f in facts]
     for i, f in enumerate(facts):
@@ -294,6 +295,17 @@ def describe_rules(rec:Record, # the image
         if which: out.append(pick(b["hands_above_head"][which]))
         if f["feet_apart"] is not None: out.append(pick(b["feet"]["apart" if f["feet_apart"] else "together"]))
     return " ".join(s[0].upper() + s[1:] for s in out)
+
+def _appearance(labels:dict, b:dict, pick) -> list[str]:
+    "Sentences for the image's extra labels (age group, emotion) when a record has them, as a describer that sees the image would add."
+    bank, out = b.get("appearance"), []
+    if not bank: return out
+    for key, value in (labels or {}).items():
+        if not str(value).strip(): continue
+        if key == "age": out.append(pick(bank["age"], age_phrase=b.get("age_phrases", {}).get(value, f"a {value} person")))
+        elif key == "emotion": out.append(pick(bank["emotion"], emotion=value))
+        else: out.append(pick(bank["other"], key=key, value=value))
+    return out
 
 _BANK = None
 def _default_bank():
