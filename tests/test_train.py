@@ -1,0 +1,167 @@
+"""focusclip.train: data path, heatmaps, descriptions, outputs, resume and restart rules (small, in-process)."""
+import json, os, sys
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import ROOT
+
+from focusclip.config import ParamsError
+from focusclip.data import read_jsonl
+from focusclip.train import (PoseTextDataset, collate, batch_heatmaps, toy_records, train, train_config, load_checkpoint,
+                             main, TRAIN_DEFAULTS, TRAIN_PRESETS, class_caption)
+
+
+def toy_params(data: Path, **train_keys) -> dict:
+    "Params for a tiny run on a toy set written by `toy_records` into `data`."
+    return {"base": {"seed": 0, "device": "cpu"}, "model": {"config": "tiny"},
+            "train": {"records": str(data / "records.jsonl"), "descriptions": str(data / "descriptions.jsonl"),
+                      "heatmaps_dir": str(data / "heatmaps"), "heatmaps": "on_the_fly",
+                      "epochs": 2, "batch_size": 4, "warmup_steps": 1, **train_keys}}
+
+
+def outs(base: Path) -> dict:
+    return dict(models_dir=base / "models", checkpoints_dir=base / "checkpoints", results_dir=base / "results")
+
+
+def subprocess_env() -> dict:
+    "Environment for training subprocesses: the repo importable, one thread each (same numerics in every run)."
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("toy")
+    toy_records(d, n_train=12, n_val=6, size=48, heatmaps=True, descriptions=True)
+    return d
+
+
+def test_repo_params_train_section():
+    "The repository's params.yaml train section is valid, keeps both variants, and the cpu preset fills the optimiser keys."
+    cfg = train_config(ROOT / "params.yaml")
+    assert cfg["variants"] == ["clip", "focusclip"]
+    for k in TRAIN_PRESETS["cpu"]: assert cfg[k] is not None, k
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert set(p["train"]) <= set(TRAIN_DEFAULTS)
+
+
+def test_preset_overrides_and_errors(tmp_path):
+    c = train_config({"train": {"preset": "paper", "batch_size": 8}})
+    assert (c["optimizer"], c["lr"], c["batch_size"], c["epochs"], c["schedule"]) == ("sgd", 5e-4, 8, 64, "constant")
+    p = tmp_path / "params.yaml"; p.write_text("train:\n  batch_size: 0\n")
+    with pytest.raises(ParamsError, match=r"params.yaml:train.batch_size: must be >= 1"): train_config(p)
+    p.write_text("train:\n  variants: [clip, blip]\n")
+    with pytest.raises(ParamsError, match=r"unknown variant\(s\) \['blip'\]"): train_config(p)
+
+
+def test_precomputed_heatmaps_match_on_the_fly(toy):
+    "The heatmaps stage's PNGs and the batch drawn in torch from the joints agree to 8-bit precision."
+    recs = read_jsonl(toy / "records.jsonl", "train")[:6]
+    pre = PoseTextDataset(recs, toy, 48, "precomputed", toy / "heatmaps")
+    fly = PoseTextDataset(recs, toy, 48, "on_the_fly")
+    hp = batch_heatmaps(collate([pre[i] for i in range(6)]), 48, "cpu")
+    hf = batch_heatmaps(collate([fly[i] for i in range(6)]), 48, "cpu")
+    assert hp.shape == hf.shape == (6, 48, 48)
+    assert hf.max() > 0.9 and hf.mean() > 0.01  # a real heatmap, not an empty one
+    assert (hp - hf).abs().max() <= 0.5 / 255 + 1e-5
+
+
+def test_descriptions_drawn_per_epoch_and_missing_counted(toy, tmp_path):
+    recs = read_jsonl(toy / "records.jsonl", "train")
+    texts = {r.id: [f"{r.id} pose {k}" for k in range(4)] for r in recs[:-3]}  # the last three have none
+    ds = PoseTextDataset(recs, toy, 32, descriptions=texts, seed=5)
+    assert ds.missing == [r.id for r in recs[-3:]]
+    draws = []
+    for e in range(6):
+        ds.set_epoch(e); draws.append(ds.text(0))
+        assert ds.text(len(recs) - 1) == class_caption(recs[-1].activity)
+    assert set(draws) <= set(texts[recs[0].id]) and len(set(draws)) > 1
+    ds.set_epoch(2); again = PoseTextDataset(recs, toy, 32, descriptions=texts, seed=5); again.set_epoch(2)
+    assert [ds.text(i) for i in range(len(recs))] == [again.text(i) for i in range(len(recs))]
+    # the count reaches the run's summary and its metrics
+    desc = tmp_path / "d.jsonl"
+    desc.write_text("".join(json.dumps({"id": k, "text": t, "n": i}) + "\n" for k, v in texts.items() for i, t in enumerate(v)))
+    s = train(toy_params(toy, descriptions=str(desc), epochs=1), "clip", progress=False, **outs(tmp_path))
+    assert s["missing_descriptions"] == 3
+    m = json.loads((tmp_path / "results" / "clip" / "metrics.json").read_text())
+    assert m["data"]["missing_descriptions"] == 3
+
+
+def test_clip_run_outputs_and_saved_model(toy, tmp_path):
+    "The baseline trains, writes checkpoint, dvclive metrics, the loss curve and a model folder that reloads to the same weights."
+    from focusclip.model import load_model, create_model_from_params
+    s = train(toy_params(toy, use_descriptions=False), "clip", progress=False, **outs(tmp_path))
+    assert (s["steps"], s["steps_per_epoch"], s["epochs"]) == (6, 3, 2)
+    ck = load_checkpoint(tmp_path / "checkpoints" / "clip" / "last.pt")
+    assert {"model", "optimizer", "scheduler", "epoch", "step", "rng", "sampler", "config", "best", "history"} <= set(ck)
+    assert (ck["epoch"], ck["step"], ck["config"]["variant"]) == (2, 6, "clip")
+    assert set(ck["rng"]) >= {"python", "numpy", "torch"}
+    res = tmp_path / "results" / "clip"
+    assert (res / "loss_curve.png").stat().st_size > 5000
+    rows = (res / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["step", "loss"] and [int(r.split("\t")[0]) for r in rows[1:]] == list(range(1, 7))
+    assert not (res / "plots" / "metrics" / "train" / "alpha.tsv").exists()  # no highlight branch in the baseline
+    assert len((res / "plots" / "metrics" / "val" / "recall@1.tsv").read_text().splitlines()) == 3  # header + 2 epochs
+    m = json.loads((res / "metrics.json").read_text())
+    assert 0 <= m["val"]["recall@1"] <= m["val"]["recall@5"] <= 1 and "hi_img" not in m["train"]
+    # the saved model is the trained one
+    folder = tmp_path / "models" / "clip"
+    assert {"open_clip_config.json", "open_clip_model.safetensors", "focusclip.json"} <= {p.name for p in folder.iterdir()}
+    assert json.loads((folder / "focusclip.json").read_text())["variant"] == "clip"
+    trained = create_model_from_params({"config": "tiny"}, use_heatmap=False); trained.load_state_dict(ck["model"]); trained.eval()
+    loaded = load_model(folder).eval()
+    x = torch.rand(3, 3, 64, 64)
+    with torch.no_grad(): assert torch.allclose(loaded.encode_image(x), trained.encode_image(x), atol=1e-6)
+
+
+def test_rerun_of_finished_run_and_restart_on_changed_config(toy, tmp_path, capsys):
+    p = toy_params(toy, epochs=1)
+    a = train(p, "focusclip", progress=False, **outs(tmp_path))
+    assert a["alpha"] is not None and abs(a["alpha"] - 0.5) > 1e-6  # alpha is learnt
+    b = train(p, "focusclip", progress=False, **outs(tmp_path))  # a finished run is trained again, and identically
+    assert b["params_hash"] == a["params_hash"] and b["steps"] == a["steps"] == 3
+    assert "a finished run; training again from the start" in capsys.readouterr().out
+    p["train"]["lr"] = 0.01
+    c = train(p, "focusclip", progress=False, **outs(tmp_path))
+    assert "different config (differs in ['lr'])" in capsys.readouterr().out
+    assert c["steps"] == 3 and c["params_hash"] != a["params_hash"]
+
+
+def test_resume_after_error_is_exact(toy, tmp_path):
+    "Stopped in the middle of epoch 2, rerun: same weights as a run never interrupted (precomputed heatmaps, descriptions)."
+    p = toy_params(toy, heatmaps="precomputed")
+    ref = train(p, "focusclip", progress=False, **outs(tmp_path / "ref"))
+    def stop(step, epoch):
+        if step == 5: raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt): train(p, "focusclip", progress=False, on_step=stop, **outs(tmp_path / "cut"))
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "focusclip" / "last.pt")["epoch"] == 1
+    again = train(p, "focusclip", progress=False, **outs(tmp_path / "cut"))
+    assert again["params_hash"] == ref["params_hash"] and again["steps"] == 6
+
+
+def test_clear_errors(toy, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.jsonl: records file not found"):
+        train(toy_params(toy, records=str(tmp_path / "nowhere.jsonl")), "clip", progress=False, **outs(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"toy0000.png: precomputed heatmap not found; run the heatmaps stage"):
+        train(toy_params(toy, heatmaps="precomputed", heatmaps_dir=str(tmp_path)), "focusclip", progress=False, **outs(tmp_path))
+    with pytest.raises(SystemExit): main(["--variant", "blip"])
+
+
+def test_ablation_switches_separate_encoder_fixed_alpha(toy, tmp_path):
+    "`model.shared_encoder: false` and `model.learn_alpha: false` reach the model through params."
+    p = toy_params(toy, epochs=1)
+    p["model"].update(shared_encoder=False, learn_alpha=False, alpha_init=0.3)
+    s = train(p, "focusclip", progress=False, **outs(tmp_path))
+    assert abs(s["alpha"] - 0.3) < 1e-7
+    ck = load_checkpoint(tmp_path / "checkpoints" / "focusclip" / "last.pt")
+    assert any(k.startswith("visual_hi.") for k in ck["model"])  # the separate encoder of the highlighted view was trained
+    assert ck["config"]["model"]["shared_encoder"] is False
+
+
+def test_bf16_autocast_path_runs_on_cpu(toy, tmp_path):
+    "The mixed-precision path (bf16 autocast, the GPU default) also runs on CPU; the loss is computed in fp32."
+    s = train(toy_params(toy, epochs=1, precision="bf16"), "focusclip", progress=False, **outs(tmp_path))
+    assert s["precision"] == "bf16" and np.isfinite(s["final_loss"])
