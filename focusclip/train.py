@@ -345,6 +345,12 @@ def _dist_init(device_pref:str):
     if device.startswith("cuda") and world > 1: device = f"cuda:{local}"; torch.cuda.set_device(local)
     return rank, world, device, started
 
+def _sync_buffers(model, world):
+    "Every rank takes rank 0's buffers (batch-norm running statistics), which DDP only syncs at the start of a forward pass."
+    if world > 1:
+        import torch.distributed as dist
+        for b in model.buffers(): dist.broadcast(b.data, 0)
+
 def _barrier(world):
     if world > 1:
         import torch.distributed as dist
@@ -557,6 +563,7 @@ def train(params:dict|str|Path="params.yaml", # params dict or file (sections ba
                                  epoch=epoch + 1, step=step, rng=rng_state(), sampler=sampler.state_dict(), config=cfg,
                                  best=best, history=dict(history)), ckpt_path)
             plot_loss_curve(history, out_dir/"loss_curve.png", f"{variant}: training loss")
+        _sync_buffers(model, world)
         _barrier(world)
 
     # final model

@@ -237,6 +237,7 @@ def encode_images(model, # has `encode_image`, `image_size`
     import torch
     from concurrent.futures import ThreadPoolExecutor
     from tqdm.auto import tqdm
+    model.eval()  # inference: batch-norm towers use their running statistics, dropout is off
     device = device or _model_device(model)
     size = model.image_size
     boxes = eval_set.boxes or [None] * len(eval_set)

@@ -38,7 +38,7 @@ def test_alpha_moves_with_training_and_stays_in_range():
     torch.manual_seed(0)
     m = create_model("tiny")
     for p in m.clip.parameters(): p.requires_grad_(False)
-    opt = torch.optim.SGD([m.alpha_param], lr=100.0)
+    opt = torch.optim.SGD([m.alpha_param], lr=10.0)
     x, t, h = _batch(m, 8)
     for _ in range(2):
         opt.zero_grad(); FocusCLIPLoss()(m(x, t, h))["loss"].backward(); opt.step()
