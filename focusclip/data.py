@@ -17,7 +17,7 @@ __all__ = ['MPII_JOINTS', 'N_JOINTS', 'MPII_FRAME', 'MPII_URLS', 'MPII_ANNOTATIO
            'image_path', 'records_to_dataset', 'dataset_to_records', 'image_size', 'assumed_size', 'read_mpii_mat',
            'make_mini_mpii_mat', 'DownloadError', 'file_digest', 'verify_checksum', 'download_file', 'RangeFileServer',
            'extract_archive', 'download_mpii', 'read_mpii_csv', 'read_mpii_h5', 'read_mpii_json', 'coco_to_mpii',
-           'read_coco', 'read_records', 'rebase_images', 'prepare_mpii']
+           'read_coco', 'read_records', 'rebase_images', 'prepare_mpii', 'open_rgb']
 
 # %% ../nbs/01_data.ipynb #648c6a9e
 MPII_JOINTS = ("r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
@@ -777,3 +777,26 @@ def prepare_mpii(root:str|Path, # folder of the official download: `images/` and
         if r.split == "train" and _val_split(r.id, val_fraction): r.split = "val"
     write_jsonl(rebase_images(recs, out_dir), out_dir/"records.jsonl")
     return recs
+
+# %% ../nbs/01_data.ipynb #1f2a90aa
+def open_rgb(path:str|Path, # the image file
+             size:int|tuple|None=None, # the size it will be resized to (lets JPEG decoding skip resolution)
+            ):
+    "An 8-bit RGB `PIL.Image` from any common image file; errors name the file."
+    from PIL import Image, UnidentifiedImageError
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"{path}: image not found")
+    try:
+        with Image.open(path) as im:
+            if size is not None and im.format == "JPEG":
+                w, h = (size, size) if isinstance(size, int) else size
+                im.draft("RGB", (w, h))
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit or float grayscale: stretch to 8 bits
+                a = np.asarray(im, dtype=np.float32); hi = float(a.max()) if a.size else 1.0
+                im = Image.fromarray((a / (hi if hi > 0 else 1.0) * 255).astype(np.uint8))
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA"); bg = Image.new("RGB", im.size, (255, 255, 255)); bg.paste(im, mask=im.split()[-1]); return bg
+            return im.convert("RGB")
+    except Image.DecompressionBombError as e: raise ValueError(f"{path}: image too large to decode safely ({e})") from e
+    except (UnidentifiedImageError, OSError, SyntaxError) as e: raise ValueError(f"{path}: cannot read image ({e})") from e

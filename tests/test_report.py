@@ -85,24 +85,26 @@ def test_report_errors(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_and_report_stages(tmp_path):
-    "The two stage notebooks under papermill, on a tiny embedded dataset and two untrained tiny models."
+    "The two stage notebooks under papermill, on a tiny embedded dataset and untrained tiny models (two variants, two seeds)."
     import torch
     from focusclip.synth import generate
     from focusclip.model import create_model, save_model
     generate(tmp_path / "data/records", n_train=4, n_val=0, n_test=24, image_size=64, workers=1, progress=False)
-    for i, v in enumerate(("clip", "focusclip")):
-        torch.manual_seed(i); save_model(create_model("tiny"), tmp_path / f"models/{v}")
-    (tmp_path / "params.yaml").write_text("base: {seed: 5, device: cpu}\nevaluate:\n  bootstrap: 100\n  progress: false\nreport:\n  headline_rule: paper\n")
+    for i, (v, s) in enumerate([(v, s) for v in ("clip", "focusclip") for s in (5, 6)]):
+        torch.manual_seed(i); save_model(create_model("tiny"), tmp_path / f"models/seed_{s}/{v}")
+    (tmp_path / "params.yaml").write_text("base: {seed: 5, device: cpu}\ntrain:\n  seeds: [5, 6]\nevaluate:\n  bootstrap: 100\n  progress: false\n"
+                                          "report:\n  headline_rule: paper\n")
     (tmp_path / "results/notebooks").mkdir(parents=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     pm = [sys.executable, "-m", "papermill", "-k", "python3", "--cwd", str(tmp_path)]
-    for v in ("clip", "focusclip"):
-        subprocess.run(pm + [str(ROOT / "stages/evaluate.ipynb"), str(tmp_path / f"results/notebooks/evaluate_{v}.ipynb"),
-                             "-p", "variant", v, "-p", "params_path", "params.yaml"], env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(pm + [str(ROOT / "stages/evaluate.ipynb"), str(tmp_path / "results/notebooks/evaluate.ipynb"),
+                         "-p", "params_path", "params.yaml"], env=env, check=True, capture_output=True, timeout=600)
     subprocess.run(pm + [str(ROOT / "stages/report.ipynb"), str(tmp_path / "results/notebooks/report.ipynb"), "-p", "params_path", "params.yaml"],
                    env=env, check=True, capture_output=True, timeout=600)
-    assert json.loads((tmp_path / "results/eval/clip.json").read_text())["seed"] == 5
+    assert sorted(p.name for p in (tmp_path / "results/eval").glob("*.json")) == [f"{v}_seed_{s}.json" for v in ("clip", "focusclip") for s in (5, 6)]
+    assert json.loads((tmp_path / "results/eval/clip_seed_6.json").read_text())["seed"] == 6
     m = json.loads((tmp_path / "results/metrics/report.json").read_text())
     assert m["rule"] == "synthetic" and set(m["datasets"]) == {"activity/synthetic", "age/synthetic", "emotion/synthetic"}
-    assert "headline: mean of task means" in (tmp_path / "results/report.md").read_text()
-    assert (tmp_path / "results/figures/zeroshot_bars.svg").exists()
+    md = (tmp_path / "results/report.md").read_text()
+    assert "headline: mean of task means" in md and "Seeds per variant: clip 2, focusclip 2" in md
+    assert (tmp_path / "results/figures/report/zeroshot_bars.svg").exists()
