@@ -437,6 +437,7 @@ def synthetic_tasks(records_path:str|Path, # the records file (data/records/reco
                     split:str="test", # the held-out split
                     tasks:Sequence[str]=("activity", "age", "emotion"), # which label types
                     classes:dict|None=None, # task -> class list (default: focusclip.synth's, else from the records)
+                    name:str="synthetic", # the sets' dataset name (`synthetic_val` for the training-style val split)
                    ) -> list[EvalSet]:
     "One `EvalSet` per task (named `synthetic`) from a split of the embedded dataset."
     from focusclip.data import read_jsonl, image_path
@@ -450,7 +451,7 @@ def synthetic_tasks(records_path:str|Path, # the records file (data/records/reco
         for r in recs:
             if not get(r, t): raise ValueError(f"{path}: record {r.id!r} has no {t} label")
         cls = [clean_label(c) for c in (known.get(t) or sorted({get(r, t) for r in allrecs if get(r, t)}))]
-        out.append(eval_set_from_labels("synthetic", t, [image_path(r, path.parent) for r in recs],
+        out.append(eval_set_from_labels(name, t, [image_path(r, path.parent) for r in recs],
                                         [clean_label(get(r, t)) for r in recs], cls, where=str(path), split=split,
                                         info={"source": str(path)}))
     return out
@@ -485,7 +486,8 @@ def load_eval_sets(datasets:Sequence[str], # names: `synthetic` and/or READERS k
     for name in datasets:
         opts = dict(options.get(name) or {})
         if name == "synthetic": out += synthetic_tasks(records, split=split, **opts); continue
-        if name not in READERS: raise ValueError(f"{where}.datasets: unknown dataset {name!r}; known: {['synthetic', *READERS]}")
+        if name == "synthetic_val": out += synthetic_tasks(records, split="val", name=name, **opts); continue  # training style: how much of the gap is the style shift
+        if name not in READERS: raise ValueError(f"{where}.datasets: unknown dataset {name!r}; known: {['synthetic', 'synthetic_val', *READERS]}")
         if not paths.get(name): raise ValueError(f"{where}.paths.{name}: no path given for dataset {name!r} (set it to the dataset's folder or annotation file)")
         p = Path(paths[name])
         if not p.exists(): raise FileNotFoundError(f"{where}.paths.{name}: {p} does not exist")

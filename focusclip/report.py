@@ -175,7 +175,7 @@ def comparison_table(df, # from `results_frame`
 NAMES = {"stanford40": "Stanford 40 Actions", "kinetics400": "Kinetics-400 (frames)", "emotic": "EMOTIC",
          "lagenda_body": "LAGENDA (body crops)", "lagenda_face": "LAGENDA (face crops)", "utkface": "UTKFace",
          "fer2013": "FER2013", "ferplus": "FER+", "fairface": "FairFace", "cub200": "CUB-200-2011",
-         "facial_expressions": "facial_expressions", "synthetic": "synthetic (held-out style)"}
+         "facial_expressions": "facial_expressions", "synthetic": "synthetic (held-out style)", "synthetic_val": "synthetic (training style, val)"}
 LABELS = {"clip": "CLIP", "focusclip": "FocusCLIP"}
 
 def table_markdown(t, # from `comparison_table`
