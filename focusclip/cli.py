@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_cli.ipynb #ad345339
 from __future__ import annotations
-import argparse, csv, json, sys
+import argparse, contextlib, csv, json, sys
 from pathlib import Path
 
 # %% auto #0
@@ -115,8 +115,8 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 def zeroshot_parser() -> argparse.ArgumentParser:
     p = _parser("focusclip-zeroshot", "Zero-shot classify a folder of images with a saved CLIP/FocusCLIP model.",
-                "examples:\n  focusclip-zeroshot models/focusclip/seed_42 photos/ --classes running sitting cycling --task activity\n"
-                "  focusclip-zeroshot models/focusclip/seed_42 faces_by_emotion/ --task emotion --out predictions.csv")
+                "examples:\n  focusclip-zeroshot models/seed_42/focusclip photos/ --classes running sitting cycling --task activity\n"
+                "  focusclip-zeroshot models/seed_42/focusclip faces_by_emotion/ --task emotion --out predictions.csv")
     p.add_argument("model", help="folder written by save_model (open_clip config + safetensors + focusclip.json)")
     p.add_argument("images", help="folder of images, flat or one subfolder per class")
     p.add_argument("--classes", nargs="+", help="class names (default: the subfolder names)")
