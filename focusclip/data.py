@@ -17,7 +17,7 @@ __all__ = ['MPII_JOINTS', 'N_JOINTS', 'MPII_FRAME', 'MPII_URLS', 'MPII_ANNOTATIO
            'image_path', 'records_to_dataset', 'dataset_to_records', 'image_size', 'assumed_size', 'read_mpii_mat',
            'make_mini_mpii_mat', 'DownloadError', 'file_digest', 'verify_checksum', 'download_file', 'RangeFileServer',
            'extract_archive', 'download_mpii', 'read_mpii_csv', 'read_mpii_h5', 'read_mpii_json', 'coco_to_mpii',
-           'read_coco', 'read_records', 'rebase_images', 'prepare_mpii', 'open_rgb']
+           'read_coco', 'read_records', 'rebase_images', 'prepare_mpii', 'to_8bit', 'open_rgb']
 
 # %% ../nbs/01_data.ipynb #648c6a9e
 MPII_JOINTS = ("r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
@@ -779,6 +779,13 @@ def prepare_mpii(root:str|Path, # folder of the official download: `images/` and
     return recs
 
 # %% ../nbs/01_data.ipynb #1f2a90aa
+def to_8bit(im):
+    "A 16-bit or float grayscale `PIL.Image` stretched to 8 bits (its maximum becomes 255); other modes as they are."
+    from PIL import Image
+    if im.mode not in ("I;16", "I;16B", "I;16L", "I", "F"): return im
+    a = np.asarray(im, dtype=np.float32); hi = float(a.max()) if a.size else 1.0
+    return Image.fromarray((a / (hi if hi > 0 else 1.0) * 255).astype(np.uint8))
+
 def open_rgb(path:str|Path, # the image file
              size:int|tuple|None=None, # the size it will be resized to (lets JPEG decoding skip resolution)
             ):
@@ -792,9 +799,7 @@ def open_rgb(path:str|Path, # the image file
                 w, h = (size, size) if isinstance(size, int) else size
                 im.draft("RGB", (w, h))
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit or float grayscale: stretch to 8 bits
-                a = np.asarray(im, dtype=np.float32); hi = float(a.max()) if a.size else 1.0
-                im = Image.fromarray((a / (hi if hi > 0 else 1.0) * 255).astype(np.uint8))
+            im = to_8bit(im)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA"); bg = Image.new("RGB", im.size, (255, 255, 255)); bg.paste(im, mask=im.split()[-1]); return bg
             return im.convert("RGB")

@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 from typing import Iterable, Sequence
 import numpy as np
-from .data import MPII_JOINTS, N_JOINTS, Record, image_path
+from .data import MPII_JOINTS, N_JOINTS, Record, image_path, open_rgb
 
 # %% auto #0
 __all__ = ['PARTS', 'PART_NAMES', 'ZERO_EXTENT', 'BLENDS', 'WINDOW', 'HEATMAP_DEFAULTS', 'HEATMAP_CHOICES', 'part_joints',
@@ -435,10 +435,9 @@ def load_image(rec:Record, root:str|Path, size=None) -> np.ndarray:
     from PIL import Image
     p = image_path(rec, root)
     if not p.exists(): raise FileNotFoundError(f"{p}: image of record {rec.id!r} not found")
-    with Image.open(p) as im:
-        im = im.convert("RGB")
-        if size is not None: im = im.resize(_size(size, im.size), Image.BILINEAR)
-        return np.asarray(im)
+    im = open_rgb(p)
+    if size is not None: im = im.resize(_size(size, im.size), Image.BILINEAR)
+    return np.asarray(im)
 
 def colorize(hm:np.ndarray, cmap:str="magma") -> np.ndarray:
     "A heatmap as a uint8 RGB image through a matplotlib colormap."

@@ -203,6 +203,7 @@ def load_image(item, # an image path, or an HxW / HxWx3 uint8 array
               ) -> np.ndarray:
     "Float32 array (3, H, W) in [0, 1]; unreadable files raise an error naming the file."
     from PIL import Image, UnidentifiedImageError
+    from focusclip.data import to_8bit
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     if isinstance(item, np.ndarray):
         a = item
@@ -213,10 +214,7 @@ def load_image(item, # an image path, or an HxW / HxWx3 uint8 array
             with Image.open(item) as f: f.load(); im = f.copy()
         except FileNotFoundError: raise FileNotFoundError(f"{item}: image file not found") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e: raise ValueError(f"{item}: cannot read image ({e})") from e
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / float grayscale: scale to 8 bits
-        a = np.asarray(im, dtype=np.float32); hi = a.max() if a.size else 1
-        im = Image.fromarray((a / (hi if hi > 0 else 1) * 255).astype(np.uint8))
-    im = im.convert("RGB")
+    im = to_8bit(im).convert("RGB")
     if box is not None:
         x0, y0, x1, y1 = [float(v) for v in box]
         x0, y0 = max(0.0, x0), max(0.0, y0); x1, y1 = min(float(im.width), x1), min(float(im.height), y1)
