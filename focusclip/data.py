@@ -11,13 +11,14 @@ from typing import Iterable, Iterator
 import numpy as np
 
 # %% auto #0
-__all__ = ['MPII_JOINTS', 'N_JOINTS', 'MPII_FRAME', 'MPII_URLS', 'MPII_ANNOTATION_FILE', 'MPII_CSV_JOINTS', 'COCO_KEYPOINTS',
-           'COCO_TO_MPII', 'NECK_AT', 'HEAD_TOP_AT', 'READERS', 'DATA_DEFAULTS', 'DATA_CHOICES', 'RecordError',
-           'Person', 'Record', 'validate_record', 'record_from_dict', 'write_jsonl', 'iter_jsonl', 'read_jsonl',
-           'image_path', 'records_to_dataset', 'dataset_to_records', 'image_size', 'assumed_size', 'read_mpii_mat',
-           'make_mini_mpii_mat', 'DownloadError', 'file_digest', 'verify_checksum', 'download_file', 'RangeFileServer',
-           'extract_archive', 'download_mpii', 'read_mpii_csv', 'read_mpii_h5', 'read_mpii_json', 'coco_to_mpii',
-           'read_coco', 'read_records', 'rebase_images', 'prepare_mpii', 'to_8bit', 'open_rgb']
+__all__ = ['MPII_JOINTS', 'N_JOINTS', 'FACE_VISIBLE', 'MPII_FRAME', 'MPII_URLS', 'MPII_ANNOTATION_FILE', 'MPII_CSV_JOINTS',
+           'COCO_KEYPOINTS', 'COCO_TO_MPII', 'NECK_AT', 'HEAD_TOP_AT', 'READERS', 'DATA_DEFAULTS', 'DATA_CHOICES',
+           'RecordError', 'Person', 'Record', 'head_fraction', 'face_visible', 'validate_record', 'record_from_dict',
+           'write_jsonl', 'iter_jsonl', 'read_jsonl', 'image_path', 'records_to_dataset', 'dataset_to_records',
+           'image_size', 'assumed_size', 'read_mpii_mat', 'make_mini_mpii_mat', 'DownloadError', 'file_digest',
+           'verify_checksum', 'download_file', 'RangeFileServer', 'extract_archive', 'download_mpii', 'read_mpii_csv',
+           'read_mpii_h5', 'read_mpii_json', 'coco_to_mpii', 'read_coco', 'read_records', 'rebase_images',
+           'prepare_mpii', 'to_8bit', 'open_rgb']
 
 # %% ../nbs/01_data.ipynb #648c6a9e
 MPII_JOINTS = ("r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
@@ -73,6 +74,20 @@ class Record:
         self.width, self.height = int(self.width), int(self.height)
 
     def to_dict(self) -> dict: return asdict(self)
+
+FACE_VISIBLE = 0.24  # a face counts as visible when the head (upper neck to head top) spans this fraction of the image height (close-ups; a full shot's head stays under 0.2)
+
+def head_fraction(rec:Record) -> float:
+    "The largest annotated head (upper neck to head top) as a fraction of the image height; 0 when no head is annotated."
+    best = 0.0
+    for p in rec.people:
+        a, m = p.array, p.annotated
+        if m[8] and m[9]: best = max(best, float(np.hypot(*(a[9] - a[8]))) / rec.height)
+    return best
+
+def face_visible(rec:Record) -> bool:
+    "Is a face large enough to read its expression (`FACE_VISIBLE`)? The rule the describer and the emotion evaluation share."
+    return head_fraction(rec) >= FACE_VISIBLE
 
 # %% ../nbs/01_data.ipynb #ff4f6d3c
 def validate_record(rec:Record, # the record to check
@@ -748,7 +763,7 @@ def rebase_images(records:list[Record], # records whose image paths are absolute
 
 # %% ../nbs/01_data.ipynb #2435ae53
 DATA_DEFAULTS = dict(source="synthetic", out_dir="data/records",
-                     synthetic=dict(n_train=2400, n_val=300, n_test=600, image_size=96),
+                     synthetic={},  # checked against focusclip.synth.SYNTH_DEFAULTS by `synth.generate_from_params`
                      mpii=dict(root="data/mpii", download=False, people="all", val_fraction=0.05))
 DATA_CHOICES = dict(source=("synthetic", "mpii"))
 

@@ -44,6 +44,7 @@ DESCRIBE_DEFAULTS = dict(
     template="paper_v1",      # prompt template: a name in focusclip/templates or a path to a JSON file
     rules_template="rules_v1",  # phrase banks of the rules describer
     seed=42,                  # seeds phrasings (rules) and the `seed` request field (openai)
+    appearance=True,          # rules: a sentence per extra label (age group; emotion where the face is visible), as captions of photos carry; False: the paper's information flow (activity and joints only)
     hub_dataset="saifkhichi96/mpii-human-pose-captions",  # a Hub id, or a local folder (save_to_disk or JSON files)
     hub_config="gpt-4",       # configuration(s), comma separated for several descriptions per image
     hub_splits=["train", "validation"],
@@ -264,6 +265,7 @@ def describe_rules(rec:Record, # the image
                    n:int=0, # which description of this image (picks the phrasings)
                    seed:int=42, # the run's seed
                    bank:dict|None=None, # phrase banks (default: templates/rules_v1.json)
+                   appearance:bool=True, # add the extra labels' sentences (see `_appearance`)
                   ) -> str:
     "A deterministic pose description of an image in the paper's template."
     b = bank or _default_bank()
@@ -278,7 +280,7 @@ def describe_rules(rec:Record, # the image
         out = [pick("intro", activity=long, activity_short=short, **kw)]
     else: out = [pick("intro_no_activity", **kw)]
     if rec.category.strip(): out.append(pick("category", category=rec.category.strip()))
-    out += _appearance(rec.labels, b, pick)
+    if appearance: out += _appearance(_visible_labels(rec), b, pick)
     facts = [pose_facts(p, rec.width, rec.height) for p in rec.people]
     positions = [f["position"] for f in facts]
     for i, f in enumerate(facts):
@@ -295,6 +297,11 @@ def describe_rules(rec:Record, # the image
         if which: out.append(pick(b["hands_above_head"][which]))
         if f["feet_apart"] is not None: out.append(pick(b["feet"]["apart" if f["feet_apart"] else "together"]))
     return " ".join(s[0].upper() + s[1:] for s in out)
+
+def _visible_labels(rec:Record) -> dict:
+    "The record's extra labels a describer looking at the image could give: an expression only where the face is visible."
+    from .data import face_visible
+    return {k: v for k, v in (rec.labels or {}).items() if k != "emotion" or face_visible(rec)}
 
 def _appearance(labels:dict, b:dict, pick) -> list[str]:
     "Sentences for the image's extra labels (age group, emotion) when a record has them, as a describer that sees the image would add."
@@ -612,7 +619,7 @@ class Describer(Protocol):
 def describe_rules_backend(records:list[Record], p:dict) -> DescribeResult:
     "The offline describer: `per_image` phrasings per record."
     bank = load_template(p["rules_template"], ("version", "intro", "person", "leg", "arm", "torso", "head"))
-    rows = [dict(id=r.id, text=describe_rules(r, n, p["seed"], bank), backend="rules", model=bank["version"], n=n)
+    rows = [dict(id=r.id, text=describe_rules(r, n, p["seed"], bank, p["appearance"]), backend="rules", model=bank["version"], n=n)
             for r in records for n in range(p["per_image"])]
     return DescribeResult(rows, [], dict(requests=0))
 

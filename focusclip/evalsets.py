@@ -438,6 +438,7 @@ def synthetic_tasks(records_path:str|Path, # the records file (data/records/reco
                     tasks:Sequence[str]=("activity", "age", "emotion"), # which label types
                     classes:dict|None=None, # task -> class list (default: focusclip.synth's, else from the records)
                     name:str="synthetic", # the sets' dataset name (`synthetic_val` for the training-style val split)
+                    by_shot:bool=True, # emotion on images with a visible face (`focusclip.data.face_visible`), activity and age on the others; False: every task on every image
                    ) -> list[EvalSet]:
     "One `EvalSet` per task (named `synthetic`) from a split of the embedded dataset."
     from focusclip.data import read_jsonl, image_path
@@ -446,14 +447,19 @@ def synthetic_tasks(records_path:str|Path, # the records file (data/records/reco
     if not recs: raise ValueError(f"{path}: no records in split {split!r} (splits present: {sorted({r.split for r in allrecs})})")
     get = lambda r, t: r.activity if t == "activity" else r.labels.get(t)
     known = {**_synth_classes(), **(classes or {})}
+    from focusclip.data import face_visible
+    faces = {r.id for r in recs if face_visible(r)}
     out = []
     for t in tasks:
-        for r in recs:
+        # like the real benchmarks: emotion is read from visible faces (FER2013's crops), activity and age from full shots
+        sub = [r for r in recs if (r.id in faces) == (t == "emotion")] if by_shot else recs
+        if not sub: raise ValueError(f"{path}: no records of split {split!r} for task {t!r} ({'visible faces' if t == 'emotion' else 'full shots'})")
+        for r in sub:
             if not get(r, t): raise ValueError(f"{path}: record {r.id!r} has no {t} label")
         cls = [clean_label(c) for c in (known.get(t) or sorted({get(r, t) for r in allrecs if get(r, t)}))]
-        out.append(eval_set_from_labels(name, t, [image_path(r, path.parent) for r in recs],
-                                        [clean_label(get(r, t)) for r in recs], cls, where=str(path), split=split,
-                                        info={"source": str(path)}))
+        out.append(eval_set_from_labels(name, t, [image_path(r, path.parent) for r in sub],
+                                        [clean_label(get(r, t)) for r in sub], cls, where=str(path), split=split,
+                                        info={"source": str(path), "images": "visible faces" if by_shot and t == "emotion" else "full shots" if by_shot else "all"}))
     return out
 
 # %% ../nbs/07a_evalsets.ipynb #15ced2e4

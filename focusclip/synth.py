@@ -16,7 +16,7 @@ __all__ = ['ACTIVITIES', 'ACTIVITY_CATEGORY', 'AGE_GROUPS', 'EMOTIONS', 'SPLITS'
            'AIRBORNE', 'BODIES', 'R_ANK', 'R_KNE', 'R_HIP', 'L_HIP', 'L_KNE', 'L_ANK', 'PELVIS', 'THORAX', 'NECK',
            'HEAD', 'R_WRI', 'R_ELB', 'R_SHO', 'L_SHO', 'L_ELB', 'L_WRI', 'FLIP', 'SKIN', 'HAIR', 'STYLES', 'SS',
            'FACES', 'SYNTH_DEFAULTS', 'labels_for', 'pose_joints', 'draw_figure', 'sample_scene', 'scene_record',
-           'draw_scene', 'render_sample', 'generate', 'show_grid']
+           'draw_scene', 'render_sample', 'generate', 'generate_from_params', 'show_grid']
 
 # %% ../nbs/02_synth.ipynb #4aca08f7
 ACTIVITIES = ("standing", "walking", "running", "doing jumping jacks", "sitting", "lying down",
@@ -30,8 +30,8 @@ ACTIVITY_CATEGORY = {  # MPII-style categories
 AGE_GROUPS = ("child", "adult", "elderly")
 EMOTIONS = ("happy", "sad", "angry", "surprised", "neutral")
 SPLITS = ("train", "val", "test")
-SPLIT_STYLE = {"train": "scene", "val": "scene", "test": "pattern"}  # test: the held-out style
-GENERATOR_VERSION = 1  # bump when drawing changes: invalidates resumed output
+SPLIT_STYLE = {"train": "scene", "val": "scene", "test": "pattern"}  # test: the held-out style (how far: `shift`)
+GENERATOR_VERSION = 2  # bump when drawing changes: invalidates resumed output
 
 # %% ../nbs/02_synth.ipynb #d31d471f
 def labels_for(index:int, # index of the image within its split
@@ -196,21 +196,24 @@ def _draw_head(d, neck, top, skin, hair, emotion, outline=None, face=True):
         d.line([P(-0.32, -0.5), P(0.32, -0.5)], fill=dark, width=lw)
 
 # %% ../nbs/02_synth.ipynb #1ca6dde6
-def _figure(rng, activity, age, emotion, style, height, mirror):
-    "Sample one figure: joints (render px, relative to the pelvis), colours and props."
-    st = STYLES[style]
-    J, view = pose_joints(activity, age, jitter=7.0, rng=rng)
+def _figure(rng, activity, age, emotion, shift, height, mirror, jitter=7.0):
+    "Sample one figure: joints (render px, relative to the pelvis), colours and props; `shift` blends the training style (0) into the held-out style (1)."
+    sc_, pt_ = STYLES["scene"], STYLES["pattern"]
+    J, view = pose_joints(activity, age, jitter=jitter, rng=rng)
     J = J * height
     if mirror: J[:, 0] = -J[:, 0]
     b = BODIES[age]
     skin = SKIN[rng.integers(len(SKIN))]
     hair = HAIR["old" if age == "elderly" else "young"][rng.integers(3 if age == "elderly" else 5)]
-    ci = rng.choice(len(st["clothes"]), 2, replace=False)
+    ci = rng.choice(len(sc_["clothes"]), 2, replace=False); cj = rng.choice(len(pt_["clothes"]), 2, replace=False)
+    shirt, pants = (_mix(sc_["clothes"][a], pt_["clothes"][c], shift) for a, c in zip(ci, cj))
+    width = sc_["width"] + (pt_["width"] - sc_["width"]) * shift
+    outlined = bool(rng.random() < shift)  # the held-out style outlines limbs: one figure in `shift` has them
     fig = dict(J=J, view=view, activity=activity, age=age, emotion=emotion, height=height, mirror=mirror,
-               skin=skin, hair=hair, shirt=st["clothes"][ci[0]], pants=st["clothes"][ci[1]],
-               arm_w=b["arm_w"] * height * st["width"], leg_w=b["leg_w"] * height * st["width"],
-               torso_w=b["torso_w"] * height * st["width"] * (1.0 if view == "front" else 0.8),
-               outline=(20, 20, 25) if st["outline"] else None, props=[])
+               skin=skin, hair=hair, shirt=shirt, pants=pants,
+               arm_w=b["arm_w"] * height * width, leg_w=b["leg_w"] * height * width,
+               torso_w=b["torso_w"] * height * width * (1.0 if view == "front" else 0.8),
+               outline=(20, 20, 25) if outlined else None, props=[])
     ground = J[:, 1].max() + (0.0 if activity not in AIRBORNE else 0.08 * height)
     fwd = -1.0 if mirror else 1.0
     if activity == "cycling":
@@ -307,7 +310,7 @@ def _lowfreq(rng, n, cells, amp):
     img = Image.fromarray(np.clip(small[..., 0] + 128, 0, 255).astype(np.uint8)).resize((n, n), Image.BILINEAR)
     return (np.asarray(img, dtype=np.float32) - 128)[..., None]
 
-def _background(rng, style, n):
+def _style_background(rng, style, n):
     st = STYLES[style]
     ys = (np.arange(n, dtype=np.float32) / n)[:, None]; xs = (np.arange(n, dtype=np.float32) / n)[None, :]
     if style == "scene":
@@ -327,12 +330,19 @@ def _background(rng, style, n):
         else:                                                                                     # rings
             cx, cy = rng.uniform(0, 1, 2).astype(np.float32); m = odd(np.hypot(xs - cx, ys - cy) * np.float32(2 / period))
         img = np.where(m[..., None], c1, c2)
-    img = img + rng.standard_normal((n, n, 1), dtype=np.float32) * 5
+    return img + rng.standard_normal((n, n, 1), dtype=np.float32) * 5
+
+def _background(seed, shift, n):
+    "The background: the training style's scene (shift 0), the held-out style's pattern (1), or a blend of both."
+    parts = []
+    if shift < 1: parts.append(_style_background(np.random.default_rng([seed, 0]), "scene", n))
+    if shift > 0: parts.append(_style_background(np.random.default_rng([seed, 1]), "pattern", n))
+    img = parts[0] if len(parts) == 1 else parts[0] * (1 - shift) + parts[1] * shift
     return np.clip(img, 0, 255).astype(np.uint8)
 
-def _distractors(d, rng, style, n, k):
-    st = STYLES[style]
+def _distractors(d, rng, shift, n, k):
     for _ in range(k):
+        style = "pattern" if rng.random() < shift else "scene"; st = STYLES[style]
         col = st["shapes"][rng.integers(len(st["shapes"]))]
         x, y = rng.uniform(0, n, 2); s = rng.uniform(0.05, 0.22) * n
         if style == "scene":
@@ -374,22 +384,34 @@ def sample_scene(index:int, # index of the image within its split
                  max_bystanders:int=3, # faded figures in the background, 0..max
                  p_occlude:float=0.1, # probability that a box hides some of the subject's joints
                  p_offframe:float=0.08, # probability that part of the subject is outside the frame
+                 shift:float=1.0, # how far the `test` split's style is from the training style: 0 the same, 1 fully held out
+                 p_closeup:float=0.0, # probability of a close-up: head and shoulders fill the frame (faces visible)
+                 jitter:float=7.0, # std of the pose angles' jitter, degrees
+                 subject_size:Sequence[float]=(0.55, 0.9), # the subject's standing height, as a fraction of the frame (range)
                 ) -> dict:
     "Every random choice for one image: background, distractors, bystanders, subject, occluder."
     if split not in SPLIT_STYLE: raise ValueError(f"synth: unknown split {split!r}; expected one of {list(SPLITS)}")
-    rng = _rng(seed, split, index); style = SPLIT_STYLE[split]; n = image_size * SS
+    rng = _rng(seed, split, index); n = image_size * SS
+    s = float(shift) if SPLIT_STYLE[split] == "pattern" else 0.0
+    style = "pattern" if s >= 0.5 else "scene"  # the dominant style (occluder colours, outlines)
     activity, age, emotion = labels_for(index, seed)
-    sc = dict(index=index, split=split, style=style, size=image_size, activity=activity, age=age, emotion=emotion,
+    sc = dict(index=index, split=split, style=style, shift=s, size=image_size, activity=activity, age=age, emotion=emotion,
               bg_seed=int(rng.integers(2**31)), n_shapes=int(rng.integers(3, 8)), shape_seed=int(rng.integers(2**31)))
+    closeup = bool(rng.random() < p_closeup)
+    sc["shot"] = "closeup" if closeup else "full"
     # the subject
-    h = n * rng.uniform(0.55, 0.9) * BODIES[age]["size"]
-    subj = _figure(rng, activity, age, emotion, style, h, bool(rng.random() < 0.5))
+    lo, hi = subject_size
+    h = n * (rng.uniform(1.7, 2.3) if closeup else rng.uniform(lo, hi)) * BODIES[age]["size"]
+    subj = _figure(rng, activity, age, emotion, s, h, bool(rng.random() < 0.5), jitter)
     pts = _figure_points(subj); ext = pts.max(0) - pts.min(0)
-    if ext.max() > n * 0.97:  # too big for the frame (e.g. lying down): shrink
-        f = n * 0.97 / ext.max(); subj = _figure(_rng(seed, split, index + 10**9), activity, age, emotion, style, h * f, subj["mirror"])
+    if not closeup and ext.max() > n * 0.97:  # too big for the frame (e.g. lying down): shrink
+        f = n * 0.97 / ext.max(); subj = _figure(_rng(seed, split, index + 10**9), activity, age, emotion, s, h * f, subj["mirror"], jitter)
         pts = _figure_points(subj)
     origin = _place(rng, pts, n, 1.0)
-    if rng.random() < p_offframe:  # push part of the figure out of the frame
+    if closeup:  # the camera frames the head: its centre in the upper middle of the image
+        hc = (subj["J"][HEAD] + subj["J"][NECK]) / 2
+        origin = np.array([rng.uniform(0.38, 0.62) * n, rng.uniform(0.28, 0.42) * n]) - hc
+    elif rng.random() < p_offframe:  # push part of the figure out of the frame
         axis, sgn = int(rng.integers(2)), (-1 if rng.random() < 0.5 else 1)
         lo, hi = (pts + origin).min(0), (pts + origin).max(0)
         over = rng.uniform(0.1, 0.3) * (hi[axis] - lo[axis])
@@ -399,7 +421,7 @@ def sample_scene(index:int, # index of the image within its split
     others = []
     for _ in range(int(rng.integers(0, max_bystanders + 1))):
         a, g, e = ACTIVITIES[rng.integers(len(ACTIVITIES))], AGE_GROUPS[rng.integers(3)], EMOTIONS[rng.integers(5)]
-        fb = _figure(rng, a, g, e, style, h * rng.uniform(0.35, 0.8) * BODIES[g]["size"] / BODIES[age]["size"], bool(rng.random() < 0.5))
+        fb = _figure(rng, a, g, e, s, h * rng.uniform(0.35, 0.8) * BODIES[g]["size"] / BODIES[age]["size"], bool(rng.random() < 0.5), jitter)
         p = _figure_points(fb); o = np.array([rng.uniform(0, n), rng.uniform(0, n)]) - (p.min(0) + p.max(0)) / 2
         others.append((fb, o, float(rng.uniform(0.35, 0.65))))
     sc["bystanders"] = others
@@ -439,10 +461,10 @@ def draw_scene(sc:dict, # from `sample_scene`
               ) -> Image.Image:
     "Render a sampled scene to an RGB image of `size` x `size` pixels."
     n = sc["size"] * SS; style = sc["style"]
-    bg = _background(np.random.default_rng(sc["bg_seed"]), style, n)
+    bg = _background(sc["bg_seed"], sc["shift"], n)
     bgc = tuple(int(v) for v in bg[::4, ::4].reshape(-1, 3).mean(0))
     im = Image.fromarray(bg); d = ImageDraw.Draw(im)
-    _distractors(d, np.random.default_rng(sc["shape_seed"]), style, n, sc["n_shapes"])
+    _distractors(d, np.random.default_rng(sc["shape_seed"]), sc["shift"], n, sc["n_shapes"])
     for fb, o, fade in sc["bystanders"]: draw_figure(d, fb, o, bgc, fade)
     draw_figure(d, sc["subject"], sc["origin"])
     if sc["occluder"] is not None:
@@ -462,19 +484,34 @@ def render_sample(index:int, # index of the image within its split
     return draw_scene(sc), scene_record(sc)
 
 # %% ../nbs/02_synth.ipynb #177e3ce2
-SYNTH_DEFAULTS = dict(n_train=2400, n_val=300, n_test=600, image_size=96, seed=42, workers=2,
-                      max_bystanders=3, p_occlude=0.1, p_offframe=0.08)
+SYNTH_DEFAULTS = dict(  # the one place of the generator's defaults (params.yaml `data.synthetic` overrides them)
+    n_train=2400, n_val=300, n_test=600, image_size=96, seed=42, workers=2,
+    max_bystanders=3,  # faded figures in the background, 0..max
+    p_occlude=0.1,  # probability of a box hiding some of the subject's joints
+    p_offframe=0.08,  # probability of a subject partly out of the frame
+    shift=1.0,  # the held-out (test) style: 0 = the training style ... 1 = patterns, neon palette, outlined limbs
+    p_closeup=0.0,  # probability of a head-and-shoulders close-up (faces visible)
+    jitter=7.0,  # std of the pose angles' jitter, degrees
+    subject_size=[0.55, 0.9],  # the subject's standing height as a fraction of the frame (full shots)
+)
+_SCENE_KEYS = ("max_bystanders", "p_occlude", "p_offframe", "shift", "p_closeup", "jitter", "subject_size")
 
-def _check(n_train, n_val, n_test, image_size, seed, workers, max_bystanders, p_occlude, p_offframe):
+def _check(n_train, n_val, n_test, image_size, seed, workers, max_bystanders, p_occlude, p_offframe, shift, p_closeup,
+           jitter, subject_size):
     for k, v in dict(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, workers=workers, max_bystanders=max_bystanders).items():
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
             raise ValueError(f"synth: {k} must be a non-negative integer, got {v!r}")
     if workers < 1: raise ValueError(f"synth: workers must be at least 1, got {workers}")
     if not isinstance(image_size, (int, np.integer)) or isinstance(image_size, bool) or not 32 <= image_size <= 1024:
         raise ValueError(f"synth: image_size must be an integer in [32, 1024], got {image_size!r}")
-    for k, v in dict(p_occlude=p_occlude, p_offframe=p_offframe).items():
+    for k, v in dict(p_occlude=p_occlude, p_offframe=p_offframe, shift=shift, p_closeup=p_closeup).items():
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
-            raise ValueError(f"synth: {k} must be a probability in [0, 1], got {v!r}")
+            raise ValueError(f"synth: {k} must be in [0, 1], got {v!r}")
+    if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or not 0 <= jitter <= 45:
+        raise ValueError(f"synth: jitter must be a number of degrees in [0, 45], got {jitter!r}")
+    ok = isinstance(subject_size, (list, tuple)) and len(subject_size) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in subject_size)
+    if not ok or not 0.1 <= subject_size[0] <= subject_size[1] <= 1.0:
+        raise ValueError(f"synth: subject_size must be [low, high] with 0.1 <= low <= high <= 1, got {subject_size!r}")
     if n_train + n_val + n_test == 0: raise ValueError("synth: n_train + n_val + n_test is 0: nothing to generate")
 
 # %% ../nbs/02_synth.ipynb #689692b9
@@ -508,15 +545,21 @@ def generate(out_dir:str|Path, # folder for `records.jsonl`, `images/` and `synt
              max_bystanders:int=SYNTH_DEFAULTS["max_bystanders"], # faded figures per image, 0..max
              p_occlude:float=SYNTH_DEFAULTS["p_occlude"], # probability of an occluding box
              p_offframe:float=SYNTH_DEFAULTS["p_offframe"], # probability of a subject partly out of frame
+             shift:float=SYNTH_DEFAULTS["shift"], # the test split's style shift: 0 = training style, 1 = fully held out
+             p_closeup:float=SYNTH_DEFAULTS["p_closeup"], # probability of a head-and-shoulders close-up
+             jitter:float=SYNTH_DEFAULTS["jitter"], # std of the pose jitter, degrees
+             subject_size:Sequence[float]=tuple(SYNTH_DEFAULTS["subject_size"]), # subject height / frame, [low, high]
              progress:bool=True, # show a progress bar
             ) -> list[Record]:
     "Generate the synthetic dataset: images and `records.jsonl` (all splits) under `out_dir`."
-    _check(n_train, n_val, n_test, image_size, seed, workers, max_bystanders, p_occlude, p_offframe)
+    _check(n_train, n_val, n_test, image_size, seed, workers, max_bystanders, p_occlude, p_offframe, shift, p_closeup,
+           jitter, subject_size)
     out = Path(out_dir)
     if out.exists() and not out.is_dir(): raise NotADirectoryError(f"{out}: exists and is not a folder")
     (out/"images").mkdir(parents=True, exist_ok=True)
     opts = dict(seed=int(seed), image_size=int(image_size), max_bystanders=int(max_bystanders),
-                p_occlude=float(p_occlude), p_offframe=float(p_offframe))
+                p_occlude=float(p_occlude), p_offframe=float(p_offframe), shift=float(shift), p_closeup=float(p_closeup),
+                jitter=float(jitter), subject_size=[float(v) for v in subject_size])
     manifest = dict(generator_version=GENERATOR_VERSION, **opts)
     mpath = out/"synth.json"
     same = mpath.exists() and json.loads(mpath.read_text() or "{}") == manifest
@@ -543,6 +586,17 @@ def generate(out_dir:str|Path, # folder for `records.jsonl`, `images/` and `synt
     recs = [Record(**d) for d in dicts]
     write_jsonl(recs, out/"records.jsonl")
     return recs
+
+def generate_from_params(synthetic:dict, # the `data.synthetic` params section (keys of SYNTH_DEFAULTS)
+                         out_dir:str|Path, # where the records and images go
+                         seed:int=42, # the dataset seed (`base.seed`) unless the section sets one
+                         where:str="params.yaml:data.synthetic", # how to name the section in errors
+                         progress:bool=True) -> list[Record]:
+    "`generate` from a checked `data.synthetic` section: a typo or an ill-typed value is an error naming the key."
+    from .config import check_params
+    opts = check_params(synthetic, {**SYNTH_DEFAULTS, "seed": None}, where)
+    if opts["seed"] is None: opts["seed"] = int(seed)
+    return generate(out_dir, progress=progress, **opts)
 
 # %% ../nbs/02_synth.ipynb #85e43ffa
 def show_grid(records:Sequence[Record], # records to show (the first `n`)

@@ -25,8 +25,8 @@ __all__ = ['VARIANTS', 'TRAIN_PRESETS', 'PRESET_KEYS', 'TRAIN_DEFAULTS', 'TRAIN_
 VARIANTS = ("clip", "focusclip")  # the baseline (heatmap branch off) and the method (three loss terms)
 
 TRAIN_PRESETS = {
-    "cpu": dict(optimizer="adamw", lr=2e-3, momentum=0.9, weight_decay=0.05, batch_size=64, epochs=3,
-                grad_clip=1.0, schedule="cosine", warmup_steps=20, loss="infonce", temperature=0.5),
+    "cpu": dict(optimizer="adamw", lr=1e-3, momentum=0.9, weight_decay=0.05, batch_size=64, epochs=4,
+                grad_clip=1.0, schedule="cosine", warmup_steps=20, loss="ntxent", temperature=0.5),
     "paper": dict(optimizer="sgd", lr=5e-4, momentum=0.9, weight_decay=0.0, batch_size=32, epochs=64,
                   grad_clip=1.0, schedule="constant", warmup_steps=0, loss="ntxent", temperature=0.5),
 }
@@ -45,6 +45,7 @@ TRAIN_DEFAULTS = dict(
     heatmaps_dir="data/heatmaps",  # <record id>.png, 8-bit grayscale
     descriptions="data/descriptions/descriptions.jsonl",  # from the describe stage
     cache_images=True,  # keep decoded images (uint8) in memory: fast epochs on small sets
+    features="data/features/features.pt",  # cached activations of the frozen tower parts (features stage); "" : none, every step runs the whole towers
     num_workers=0,  # DataLoader worker processes
     precision="auto",  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
     val_batch_size=256,  # batch size for the validation retrieval metric
@@ -127,6 +128,7 @@ class PoseTextDataset(Dataset):
                  seed:int=0, # seeds the per-epoch description draw
                  cache:bool=False, # decode every image (and heatmap) once, keep it in memory
                  fixed_text:bool=False, # always the first description (validation)
+                 load_images:bool=True, # False: items carry no image (its activations come from a feature cache)
                 ):
         if heatmaps not in (None, "precomputed", "on_the_fly"): raise ValueError(f"heatmaps: {heatmaps!r} is not None, 'precomputed' or 'on_the_fly'")
         if heatmaps == "precomputed" and heatmaps_dir is None: raise ValueError("heatmaps='precomputed' needs heatmaps_dir")
@@ -135,6 +137,7 @@ class PoseTextDataset(Dataset):
         self.descriptions, self.seed, self.fixed_text, self.epoch = descriptions, int(seed), fixed_text, 0
         self.missing = [r.id for r in self.records if descriptions is not None and not descriptions.get(r.id)]
         self.max_people = max([len(r.people) for r in self.records] + [1])
+        self.load_images = load_images
         self.cache, self._images, self._heat = cache, {}, {}
         if cache: self.preload()
 
@@ -145,7 +148,8 @@ class PoseTextDataset(Dataset):
         "Decode every image (and precomputed heatmap) into memory."
         from tqdm.auto import tqdm
         for i in tqdm(range(len(self)), desc="decoding images", disable=not progress, leave=False):
-            self._image(i); self._heatmap(i)
+            if self.load_images: self._image(i)
+            self._heatmap(i)
 
     def _image(self, i):
         if i in self._images: return self._images[i]
@@ -177,7 +181,8 @@ class PoseTextDataset(Dataset):
         return torch.from_numpy(j), torch.from_numpy(v), torch.from_numpy(s), torch.tensor([r.width, r.height], dtype=torch.float32)
 
     def __getitem__(self, i):
-        item = dict(index=i, image=self._image(i), text=self.text(i))
+        item = dict(index=i, text=self.text(i))
+        if self.load_images: item["image"] = self._image(i)
         if self.heatmaps == "precomputed": item["heatmap"] = self._heatmap(i)
         elif self.heatmaps == "on_the_fly": item["joints"], item["visible"], item["scales"], item["src_size"] = self.joints(i)
         return item
@@ -185,8 +190,8 @@ class PoseTextDataset(Dataset):
 # %% ../nbs/06_train.ipynb #68e5b9ad
 def collate(items:list) -> dict:
     "Stack a list of items into a batch: images `(B,3,S,S)` float in [0,1], heatmaps `(B,S,S)` in [0,1], joints, texts."
-    out = dict(index=torch.tensor([it["index"] for it in items]), text=[it["text"] for it in items],
-               image=torch.stack([it["image"] for it in items]).float().div_(255))
+    out = dict(index=torch.tensor([it["index"] for it in items]), text=[it["text"] for it in items])
+    if "image" in items[0]: out["image"] = torch.stack([it["image"] for it in items]).float().div_(255)
     if "heatmap" in items[0]: out["heatmap"] = torch.stack([it["heatmap"] for it in items]).float().div_(255)
     if "joints" in items[0]:
         for k in ("joints", "visible", "scales", "src_size"): out[k] = torch.stack([it[k] for it in items])
@@ -302,18 +307,26 @@ def recall_at_k(sim:torch.Tensor, # (images, texts) similarities
 @torch.no_grad()
 def evaluate_retrieval(model, # a FocusCLIP (plain CLIP inference)
                        ds:PoseTextDataset, # the validation split (fixed texts)
-                       device="cpu", batch_size:int=256, autocast=nullcontext) -> dict:
+                       device="cpu", batch_size:int=256, autocast=nullcontext,
+                       cache=None, # a checked FeatureCache: val images and texts from their cached activations where it has them
+                      ) -> dict:
     "Image->text recall@1/5 of `model` on `ds`."
     was = model.training; model.eval()
     texts = [ds.text(i) for i in range(len(ds))]
     uniq = sorted(set(texts)); target = torch.tensor([uniq.index(t) for t in texts])
     img, txt = [], []
+    cached_img = cache is not None and cache.has_images("val")
+    cached_txt = cache is not None and cache.has_text and model.text_cacheable()
     with autocast():
         for s in range(0, len(ds), batch_size):
-            x = torch.stack([ds[i]["image"] for i in range(s, min(len(ds), s + batch_size))]).float().div_(255)
-            img.append(model.encode_image(x.to(device), normalize=True).float())
+            idx = list(range(s, min(len(ds), s + batch_size)))
+            if cached_img: img.append(model.encode_from_prefix(cache.images("val", idx).to(device), cache.prefix).float())
+            else:
+                x = torch.stack([ds[i]["image"] for i in idx]).float().div_(255)
+                img.append(model.encode_image(x.to(device), normalize=True).float())
         for s in range(0, len(uniq), batch_size):
-            txt.append(model.encode_text(model.tokenizer(uniq[s:s + batch_size]).to(device), normalize=True).float())
+            if cached_txt: txt.append(model.project_text(cache.texts(uniq[s:s + batch_size]).to(device)).float())
+            else: txt.append(model.encode_text(model.tokenizer(uniq[s:s + batch_size]).to(device), normalize=True).float())
     model.train(was)
     return recall_at_k(torch.cat(img) @ torch.cat(txt).T, target.to(device))
 
@@ -419,12 +432,15 @@ def batch_heatmaps(batch:dict, size:int, device, heatmap_opts:dict|None=None) ->
     return heatmaps_torch(batch["joints"].to(device), batch["visible"].to(device), batch["scales"].to(device),
                           (size, size), batch["src_size"].to(device), **(heatmap_opts or {})).float()
 
-def train_step(model, loss_fn, opt, sched, batch:dict, tokens:torch.Tensor, heat:torch.Tensor|None,
-               device, autocast=nullcontext, grad_clip:float=0.0, augment:bool=False) -> dict:
+def train_step(model, loss_fn, opt, sched, batch:dict, tokens:torch.Tensor|None, heat:torch.Tensor|None,
+               device, autocast=nullcontext, grad_clip:float=0.0, augment:bool=False,
+               cached:dict|None=None, # precomputed activations (see `FocusCLIP.forward`)
+              ) -> dict:
     "One optimiser step; returns the loss terms as floats."
-    images = batch["image"].to(device, non_blocking=True)
-    if augment: images = color_augment(images)
-    with autocast(): out = model(images, tokens.to(device, non_blocking=True), heat)
+    images = batch["image"].to(device, non_blocking=True) if "image" in batch else None
+    if augment and images is not None: images = color_augment(images)
+    if tokens is not None: tokens = tokens.to(device, non_blocking=True)
+    with autocast(): out = model(images, tokens, heat, cached=cached)
     out = {k: (v.float() if isinstance(v, torch.Tensor) else v) for k, v in out.items()}
     terms = loss_fn(out)
     terms["loss"].backward()
@@ -442,9 +458,36 @@ def _load_texts(cfg:dict, log) -> dict|None:
     from focusclip.describe import load_descriptions
     return load_descriptions(path)
 
+def _feature_cache(tcfg:dict, model, train_recs:list, use_heat:bool, log):
+    "The checked feature cache and which of its parts this run uses (images, highlighted view, texts)."
+    use = dict(images=False, highlighted=False, text=False)
+    if not tcfg["features"] or tcfg["augment"]: return None, use  # augmented images change every step: nothing to cache
+    from focusclip.features import load_features
+    fc = load_features(tcfg["features"])
+    if fc is None:
+        log(f"{tcfg['features']}: no feature cache; every step runs the whole towers (run the features stage to cache the frozen parts)")
+        return None, use
+    fc.check(model, need_images=model.frozen_prefix() > 0, need_text=model.text_cacheable())
+    if fc.has_images("train") and model.frozen_prefix() >= fc.prefix > 0:
+        fc.check_ids("train", train_recs); use["images"] = True
+        use["highlighted"] = use_heat and not (model.learn_alpha and model.use_heatmap) and fc.has_highlighted(float(model.alpha))
+    use["text"] = fc.has_text and model.text_cacheable() and tcfg["use_descriptions"]
+    log(f"{fc.path}: cached activations used for " + (", ".join(k for k, v in use.items() if v) or "nothing"))
+    return fc, use
+
+def _cached_inputs(fc, use:dict, batch:dict, device) -> dict|None:
+    "The batch's cached activations for `FocusCLIP.forward` (None without a cache)."
+    if fc is None or not any(use.values()): return None
+    out = dict(prefix=fc.prefix)
+    idx = batch["index"]
+    if use["images"]: out["image"] = fc.images("train", idx).to(device)
+    if use["highlighted"]: out["highlighted"] = fc.images("train_highlighted", idx).to(device)
+    if use["text"]: out["text"] = fc.texts(batch["text"]).to(device)
+    return out
+
 def _fingerprint(cfg:dict) -> dict:
     "The parts of a run's config that change its result (not workers, caching or output folders)."
-    skip = {"num_workers", "cache_images", "val_batch_size", "variants"}
+    skip = {"num_workers", "cache_images", "val_batch_size", "variants", "features"}
     return {**{k: v for k, v in cfg["train"].items() if k not in skip},
             **{f"model.{k}": v for k, v in cfg["model"].items()},
             **{f"heatmaps.{k}": v for k, v in cfg["heatmaps"].items()},
@@ -490,8 +533,12 @@ def train(params:dict|str|Path="params.yaml", # params dict or file (sections ba
     size = model.image_size if isinstance(model.image_size, int) else int(model.image_size[0])
     heat_mode = tcfg["heatmaps"] if use_heat else None
     hdir = Path(tcfg["heatmaps_dir"])
-    train_ds = PoseTextDataset(train_recs, rpath.parent, size, heat_mode, hdir, texts, seed, tcfg["cache_images"])
-    val_ds = PoseTextDataset(val_recs, rpath.parent, size, None, None, texts, seed, tcfg["cache_images"] and main_proc, fixed_text=True)
+    fc, use = _feature_cache(tcfg, model, train_recs, use_heat, log)
+    if use["highlighted"]: heat_mode = None  # the highlighted view's activations are cached too
+    train_ds = PoseTextDataset(train_recs, rpath.parent, size, heat_mode, hdir, texts, seed, tcfg["cache_images"],
+                               load_images=not (use["images"] and (use["highlighted"] or not use_heat)))
+    val_ds = PoseTextDataset(val_recs, rpath.parent, size, None, None, texts, seed, tcfg["cache_images"] and main_proc and fc is None,
+                             fixed_text=True, load_images=not (fc is not None and fc.has_images("val")))
     if train_ds.missing:
         log(f"{tcfg['descriptions']}: {len(train_ds.missing)} of {len(train_ds)} train images have no description "
             f"(e.g. {train_ds.missing[:3]}); they are trained with their class caption")
@@ -551,9 +598,10 @@ def train(params:dict|str|Path="params.yaml", # params dict or file (sections ba
         sums, n = defaultdict(float), 0
         bar = tqdm(loader, desc=f"{variant} {epoch + 1}/{tcfg['epochs']}", disable=not (progress and main_proc), leave=False)
         for batch in bar:
-            heat = batch_heatmaps(batch, size, device, hcfg) if use_heat else None
-            tokens = model.tokenizer(batch["text"])
-            terms = train_step(net, loss_fn, opt, sched, batch, tokens, heat, device, autocast, tcfg["grad_clip"], tcfg["augment"])
+            heat = batch_heatmaps(batch, size, device, hcfg) if use_heat and not use["highlighted"] else None
+            cached = _cached_inputs(fc, use, batch, device)
+            tokens = None if use["text"] else model.tokenizer(batch["text"])
+            terms = train_step(net, loss_fn, opt, sched, batch, tokens, heat, device, autocast, tcfg["grad_clip"], tcfg["augment"], cached)
             step += 1; n += 1
             for k, v in terms.items(): sums[k] += v
             if main_proc:
@@ -569,7 +617,7 @@ def train(params:dict|str|Path="params.yaml", # params dict or file (sections ba
             for k, v in sums.items(): live.log_metric(f"epoch/{k}", v / max(1, n))
             live.log_metric("epoch/number", epoch + 1)
             if len(val_ds) >= 2:
-                rec = evaluate_retrieval(model, val_ds, device, tcfg["val_batch_size"], autocast)
+                rec = evaluate_retrieval(model, val_ds, device, tcfg["val_batch_size"], autocast, fc)
                 for k, v in rec.items(): live.log_metric(f"val/{k}", v); history[f"val/{k}"].append(v)
                 history["val_step"].append(step)
                 if best is None or rec["recall@1"] > best["value"]: best = dict(metric="val/recall@1", value=rec["recall@1"], epoch=epoch + 1)

@@ -14,7 +14,7 @@ import numpy as np
 __all__ = ['TASK_TOPK', 'DEFAULT_TEMPLATES', 'CSV_FIELDS', 'EVALUATE_DEFAULTS', 'EvalSet', 'eval_set_from_labels', 'topk_correct',
            'accuracy', 'confusion_matrix', 'per_class_accuracy', 'balanced_accuracy', 'bootstrap_ci', 'templates_for',
            'build_zero_shot_classifier', 'load_image', 'encode_images', 'pca_2d', 'evaluate_zero_shot', 'result_rows',
-           'save_results', 'load_results', 'evaluate_params', 'run_evaluate']
+           'save_results', 'load_results', 'evaluate_params', 'probe_accuracy', 'run_evaluate']
 
 # %% ../nbs/07_zeroshot.ipynb #e76e0172
 TASK_TOPK = {"activity": 3, "age": 1, "emotion": 3, "race": 1, "species": 1}  # the paper's code: top-3 for activity and emotion, top-1 for age
@@ -316,6 +316,8 @@ def evaluate_zero_shot(model, # the model (see the interface above)
         "embedding_2d": {"x": [round(float(v), 5) for v in xy[:, 0]], "y": [round(float(v), 5) for v in xy[:, 1]],
                          "label": target[keep].tolist()},
         "bootstrap": int(bootstrap), "seed": int(seed), "info": _jsonable(eval_set.info),
+        # per item, in item order: 1 correct, 0 not (paired comparisons between models on the same items)
+        "correct_top1": "".join("1" if c else "0" for c in c1), "correct_topk": "".join("1" if c else "0" for c in ck),
     }
     if return_logits: res["logits"] = logits
     return res
@@ -383,6 +385,8 @@ EVALUATE_DEFAULTS = {
     "options": {},  # dataset name -> reader options, e.g. {fer2013: {split: train}}
     "embedding_points": 300,  # image embeddings kept per set for the report's embedding plot
     "progress": True,
+    "features": "data/features/features.pt",  # cached frozen-prefix activations (features stage): synthetic images encoded from them; "" : none
+    "probe": True,  # a linear probe (logistic regression on the model's image features, fit on the train split) beside each synthetic zero-shot result
 }
 
 # %% ../nbs/07_zeroshot.ipynb #d042f77a
@@ -401,6 +405,55 @@ def _images_key(es:EvalSet):
     "A hashable identity of a set's images and crops (None when items are arrays)."
     if not all(isinstance(i, (str, Path)) for i in es.items): return None
     return (tuple(map(str, es.items)), None if es.boxes is None else tuple(map(lambda b: None if b is None else tuple(b), es.boxes)))
+
+def probe_accuracy(train_x:np.ndarray, # (N, D) image features of the training images
+                   train_y:Sequence, # their class indices
+                   test_x:np.ndarray, test_y:Sequence, # the evaluation items
+                   k:int=1, # also top-k
+                   C:float=0.5, # inverse L2 strength of the logistic regression
+                   n_classes:int|None=None) -> tuple[float, float]:
+    "Top-1 and top-k accuracy (%) of a logistic regression fit on frozen features: how much of a task the features carry."
+    from sklearn.linear_model import LogisticRegression
+    clf = LogisticRegression(max_iter=2000, C=C).fit(train_x, train_y)
+    proba = np.full((len(test_x), n_classes or (max(max(train_y), max(test_y)) + 1)), -np.inf)
+    proba[:, clf.classes_] = clf.predict_log_proba(test_x)
+    target = np.asarray(test_y, dtype=int)
+    return _pct(topk_correct(proba, target, 1).mean()), _pct(topk_correct(proba, target, k).mean())
+
+def _cached_encoder(model, cache, records_path:str|Path):
+    "A function EvalSet -> image features from the feature cache, or None when the cache cannot serve this model."
+    if cache is None or cache.prefix == 0 or not hasattr(model, "_stages") or model._stages() is None: return None
+    from focusclip.features import prefix_hash
+    if prefix_hash(model, cache.prefix) != cache.doc["prefix_hash"]: return None  # the same frozen weights: the same activations
+    from focusclip.data import read_jsonl, image_path
+    rpath = Path(records_path)
+    where = {}
+    for split in cache.doc["ids"]:
+        by_id = {r.id: r for r in read_jsonl(rpath, split)}
+        for i, rid in enumerate(cache.ids(split)):
+            if rid in by_id: where[str(image_path(by_id[rid], rpath.parent))] = (split, i)
+    import torch
+    @torch.no_grad()
+    def encode(es):
+        if es.boxes is not None or not all(str(it) in where for it in es.items): return None
+        rows = [where[str(it)] for it in es.items]
+        out = []
+        for split in dict.fromkeys(s for s, _ in rows):
+            idx = [i for s, i in rows if s == split]
+            out.append((split, idx))
+        if len(out) != 1: return None
+        split, idx = out[0]
+        feats = [model.encode_from_prefix(cache.images(split, idx[b:b + 512]), cache.prefix) for b in range(0, len(idx), 512)]
+        return torch.cat(feats).float()
+    return encode
+
+def _probe_train(model, cache, records_path, encode, task:str, classnames:list):
+    "Training features and labels of a synthetic task (the same image selection as its evaluation set), or None."
+    from focusclip.evalsets import synthetic_tasks
+    try: es = synthetic_tasks(records_path, split="train", tasks=(task,), classes={task: classnames})[0]
+    except ValueError: return None
+    x = encode(es)
+    return None if x is None else (x.numpy(), es.labels)
 
 def run_evaluate(params_path:str|Path="params.yaml", # the params file
                  variant:str="focusclip", # the run's name (recorded; names the default folders)
@@ -425,17 +478,26 @@ def run_evaluate(params_path:str|Path="params.yaml", # the params file
     if seed is None or seed < 0: seed = info.get("seed", base.get("seed", 42))  # the training seed the model records, else base.seed
     seed = int(seed)
     sets = load_eval_sets(p["datasets"], p["paths"], p["options"], p["records"], p["split"], where=f"{params_path}:evaluate")
+    from focusclip.features import load_features
+    model.eval()
+    fcache = load_features(p["features"]) if p["features"] else None
+    encode = _cached_encoder(model, fcache, p["records"])
     results, t0, cache = [], time.perf_counter(), {}
     for es in sets:
         t1 = time.perf_counter()
         key = _images_key(es)  # sets over the same images (the synthetic tasks) are encoded once
         if key is None or key not in cache:
-            feats = encode_images(model, es, batch_size=p["batch_size"], device=device, progress=p["progress"])
+            feats = encode(es) if encode is not None else None
+            if feats is None: feats = encode_images(model, es, batch_size=p["batch_size"], device=device, progress=p["progress"])
             if key is not None: cache[key] = feats
         else: feats = cache[key]
         r = evaluate_zero_shot(model, es, p["templates"], topk=p["topk"].get(es.task), batch_size=p["batch_size"],
                                bootstrap=p["bootstrap"], seed=seed, device=device, progress=p["progress"],
                                embedding_points=p["embedding_points"], image_features=feats)
+        if p["probe"] and encode is not None and es.name.startswith("synthetic"):
+            tr = _probe_train(model, fcache, p["records"], encode, es.task, es.classnames)
+            if tr is not None:
+                r["probe_top1"], r["probe_topk"] = probe_accuracy(tr[0], tr[1], np.asarray(feats), es.labels, r["k"], n_classes=len(es.classnames))
         r["seconds"] = round(time.perf_counter() - t1, 3); results.append(r)
     meta = {"model_dir": str(model_dir), "model": {k: info[k] for k in ("name", "variant", "alpha", "epochs", "steps") if k in info},
             "device": device, "params": p, "seconds": round(time.perf_counter() - t0, 3)}
