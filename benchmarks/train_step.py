@@ -1,14 +1,34 @@
-"""Time CLIP and FocusCLIP training steps on the same model configuration and batch, in one run.
+"""Time the default training step: CLIP's, FocusCLIP's and the extra image-tower pass of the highlighted view, in one run.
 
-Both variants train on the same small stick-figure set (written to a temporary folder) through the
-training data path (`PoseTextDataset` + `collate`), with the same optimiser. For every step the
-time to get the batch ready (loader, tokenizer, heatmaps) is measured apart from the compute
-(forward, loss, backward, clipping, optimiser step). Warm-up steps are excluded; the variants
-alternate step by step (which goes first alternates too) so that a busy machine slows both alike;
-the median over all timed steps is reported, the fastest step beside it. The last line is
-`focusclip/clip step ratio: <r>` (median compute time per step).
+The model is the `model` section of the params file (`--params`, default `params.yaml`: the embedded
+default, `small` at 128 px with the text tower locked, only the last image block group trainable and
+batch norm frozen); `--config`, `--pretrained`, `--image-size` and `--separate-encoder` override it. The
+optimiser, loss, gradient clipping and augmentation come from `train_config(params)` (its `train`
+section). One batch of stick figures (written to a temporary folder, read through `PoseTextDataset` +
+`collate`) is used for every step. Three things are timed, alternating step by step (which goes first
+rotates too) so that a busy machine slows all alike; warm-up steps are excluded:
 
-    python benchmarks/train_step.py                       # tiny config, batch 64 at 64 px, CPU
+  clip        CLIP's `train_step` (forward, loss, backward, clipping, optimiser step)
+  focusclip   FocusCLIP's `train_step` (plain and highlighted views, three loss terms)
+  extra pass  one more image-tower pass, forward and backward, of the highlighted view alone:
+              the work the second view adds to a CLIP step
+
+When the model has a frozen, deterministic trunk prefix (`model.frozen_prefix() > 0`) and no colour
+augmentation, the steps take the cached path that training takes with the features stage
+(`data/features/features.pt`): the prefix activations of the plain (and, with a fixed alpha, the
+highlighted) view are computed once up front with `model.encode_prefix`, the locked text tower's pooled
+outputs with `model.encode_text_pooled`, and every step runs only the trainable layers
+(`cached={"prefix", "image", "highlighted", "text"}`); the extra pass is then `encode_from_prefix` of the
+highlighted activations. Otherwise (or with `--no-cache`) every step runs the whole towers and the extra
+pass is `visual(preprocess(highlight(images, heatmaps)))`.
+
+Printed: the setup, per item the median and fastest step time (ms), `floor = clip step + extra pass`,
+`focusclip/clip step ratio: <r>` and, as the last line, `focusclip step over floor: <r>` (FocusCLIP's
+median over the sum of CLIP's and the extra pass's medians; the goal is <= 1.05: FocusCLIP costs no
+more than a CLIP step plus the one pass its second view needs).
+
+    python benchmarks/train_step.py                        # the params' model, batch 64, CPU
+    python benchmarks/train_step.py --no-cache             # whole-tower steps (no features stage)
     python benchmarks/train_step.py --config paper --pretrained towers --batch 32 --device cuda
 """
 import argparse, os, statistics, sys, tempfile, time
@@ -22,13 +42,15 @@ def _sync(device):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="tiny", help="model configuration (tiny | minilm | paper | an open_clip name)")
-    ap.add_argument("--pretrained", default="", help="model.pretrained ('' from scratch)")
-    ap.add_argument("--batch", type=int, default=64, help="images per step")
-    ap.add_argument("--steps", type=int, default=12, help="timed steps per variant (the variants alternate step by step)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
-    ap.add_argument("--heatmaps", default="precomputed", choices=("precomputed", "on_the_fly"))
+    ap.add_argument("--params", default="params.yaml", help="params file: its `model` and `train` sections")
+    ap.add_argument("--config", default=None, help="override model.config (small | tiny | minilm | paper | an open_clip name)")
+    ap.add_argument("--pretrained", default=None, help="override model.pretrained")
+    ap.add_argument("--image-size", type=int, default=None, help="override model.image_size")
     ap.add_argument("--separate-encoder", action="store_true", help="model.shared_encoder: false")
+    ap.add_argument("--no-cache", action="store_true", help="whole-tower steps even when the frozen prefix could be cached")
+    ap.add_argument("--batch", type=int, default=64, help="images per step")
+    ap.add_argument("--steps", type=int, default=12, help="timed steps per item (the items alternate step by step)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per item first")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -36,74 +58,100 @@ def main(argv=None):
 
     import torch
     from contextlib import nullcontext
-    from torch.utils.data import DataLoader
-    from focusclip.config import get_device, seed_everything
+    from focusclip.config import get_device, seed_everything, section
     from focusclip.data import read_jsonl
-    from focusclip.model import create_model_from_params
+    from focusclip.describe import load_descriptions
     from focusclip.losses import FocusCLIPLoss
-    from focusclip.train import (PoseTextDataset, ShardSampler, collate, toy_records, train_config, make_optimizer,
-                                 batch_heatmaps, train_step)
+    from focusclip.model import MODEL_CHOICES, MODEL_DEFAULTS, create_model_from_params, num_params
+    from focusclip.train import PoseTextDataset, collate, make_optimizer, toy_records, train_config, train_step
     if a.threads: torch.set_num_threads(a.threads)
     device = get_device(a.device)
     precision = a.precision if a.precision != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
     autocast = (lambda: torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
-    cfg = dict(train_config({}), total_steps=10_000)
+    mcfg = section(a.params, "model", MODEL_DEFAULTS, MODEL_CHOICES)
+    for k, v in dict(config=a.config, pretrained=a.pretrained, image_size=a.image_size).items():
+        if v is not None: mcfg[k] = v
+    if a.separate_encoder: mcfg["shared_encoder"] = False
+    cfg = dict(train_config(a.params), total_steps=10_000)
 
     models = {}
     for variant in ("clip", "focusclip"):
         seed_everything(0)
-        models[variant] = create_model_from_params(dict(config=a.config, pretrained=a.pretrained, shared_encoder=not a.separate_encoder),
-                                                   use_heatmap=variant == "focusclip").to(device)
-    size = models["clip"].image_size
-    size = size if isinstance(size, int) else size[0]
-    tmp = Path(tempfile.mkdtemp(prefix="train-step-"))
-    rpath = toy_records(tmp, n_train=2 * a.batch, n_val=0, size=size, heatmaps=a.heatmaps == "precomputed", descriptions=True)
-    recs = read_jsonl(rpath, "train")
-    from focusclip.describe import load_descriptions
-    texts = load_descriptions(tmp/"descriptions.jsonl")
+        models[variant] = create_model_from_params(mcfg, use_heatmap=variant == "focusclip").to(device).train()
+    fm = models["focusclip"]
+    size = fm.image_size if isinstance(fm.image_size, int) else fm.image_size[0]
+    n = 0 if (a.no_cache or cfg["augment"]) else fm.frozen_prefix()  # training uses no cache with augmentation either
+    cache_hi = n > 0 and not fm.learn_alpha  # a learnt alpha changes the highlighted view every step: only its plain view is cached
+    cache_text = n > 0 and fm.text_cacheable()
+
+    with tempfile.TemporaryDirectory(prefix="train-step-") as tmp:
+        tmp = Path(tmp)
+        rpath = toy_records(tmp, n_train=a.batch, n_val=0, size=size, heatmaps=True, descriptions=True)
+        ds = PoseTextDataset(read_jsonl(rpath, "train"), tmp, size, "precomputed", tmp/"heatmaps",
+                             load_descriptions(tmp/"descriptions.jsonl"), seed=0)
+        full = collate([ds[i] for i in range(a.batch)])
+    images, heat = full["image"].to(device), full["heatmap"].to(device)
 
     state = {}
-    for variant, model in models.items():
-        heat = a.heatmaps if variant == "focusclip" else None
-        ds = PoseTextDataset(recs, tmp, size, heat, tmp/"heatmaps", texts, seed=0, cache=True)
-        loader = DataLoader(ds, batch_size=a.batch, sampler=ShardSampler(len(ds), seed=0), collate_fn=collate, drop_last=True)
-        opt, sched = make_optimizer(model, cfg)
-        loss = FocusCLIPLoss(cfg["loss"], cfg["temperature"], cfg["weights"], use_heatmap=variant == "focusclip")
-        state[variant] = dict(model=model, loader=loader, it=iter(loader), opt=opt, sched=sched, loss=loss, epoch=0, ds=ds)
+    with torch.no_grad():
+        for v, model in models.items():
+            hm = heat if v == "focusclip" else None
+            batch, tokens, cached = full, model.tokenizer(full["text"]), None
+            if n > 0:
+                cached = dict(prefix=n, image=model.encode_prefix(images, n))
+                if v == "focusclip" and cache_hi:
+                    cached["highlighted"] = model.encode_prefix(model.highlight(images, heat), n); hm = None
+                if cache_text:
+                    cached["text"] = model.encode_text_pooled(model.tokenize(full["text"])); tokens = None
+                if v == "clip" or cache_hi: batch = {k: full[k] for k in ("index", "text")}  # the loader reads no images then
+            opt, sched = make_optimizer(model, cfg)
+            loss = FocusCLIPLoss(cfg["loss"], cfg["temperature"], cfg["weights"], use_heatmap=v == "focusclip")
+            state[v] = dict(model=model, batch=batch, tokens=tokens, heat=hm, cached=cached, opt=opt, sched=sched, loss=loss)
+    hi_acts = state["focusclip"]["cached"]["highlighted"] if cache_hi else None
+    visual_hi = fm.clip.visual if fm.visual_hi is None else fm.visual_hi
 
-    def one_step(v):
+    def step(v):
         s = state[v]
-        t0 = time.perf_counter()
-        try: batch = next(s["it"])
-        except StopIteration:
-            s["epoch"] += 1; s["loader"].sampler.set_epoch(s["epoch"]); s["ds"].set_epoch(s["epoch"])
-            s["it"] = iter(s["loader"]); batch = next(s["it"])
-        tokens = s["model"].tokenizer(batch["text"])
-        hm = batch_heatmaps(batch, size, device) if v == "focusclip" else None
-        _sync(device); t1 = time.perf_counter()
-        train_step(s["model"], s["loss"], s["opt"], s["sched"], batch, tokens, hm, device, autocast, cfg["grad_clip"])
-        _sync(device); t2 = time.perf_counter()
-        return t1 - t0, t2 - t1
+        train_step(s["model"], s["loss"], s["opt"], s["sched"], s["batch"], s["tokens"], s["heat"], device, autocast,
+                   cfg["grad_clip"], cfg["augment"], s["cached"])
 
-    for v in state:
-        for _ in range(a.warmup): one_step(v)
-    times = {v: dict(data=[], compute=[]) for v in state}
+    def extra_pass():
+        with autocast():
+            if hi_acts is not None: f = fm.encode_from_prefix(hi_acts, n, visual_hi)
+            else: f = visual_hi(fm.preprocess(fm.highlight(images, heat)))
+        f.float().sum().backward()
+
+    items = {"clip": lambda: step("clip"), "focusclip": lambda: step("focusclip"), "extra pass": extra_pass}
+
+    def timed(name):
+        _sync(device); t0 = time.perf_counter()
+        items[name]()
+        _sync(device); dt = time.perf_counter() - t0
+        if name == "extra pass": fm.zero_grad(set_to_none=True)  # its gradients must not reach FocusCLIP's optimiser step
+        return dt
+
+    for name in items:
+        for _ in range(a.warmup): timed(name)
+    times = {name: [] for name in items}
+    order = list(items)
     for i in range(a.steps):
-        for v in (("clip", "focusclip") if i % 2 == 0 else ("focusclip", "clip")):
-            d, c = one_step(v)
-            times[v]["data"].append(d); times[v]["compute"].append(c)
-    med = {v: {k: statistics.median(x) for k, x in t.items()} for v, t in times.items()}
-    fastest = {v: min(t["compute"]) for v, t in times.items()}
-    print(f"config {a.config}, batch {a.batch} at {size}px, {device} ({precision}), heatmaps {a.heatmaps}, "
-          f"{'separate' if a.separate_encoder else 'shared'} encoder, torch threads {torch.get_num_threads()}, "
-          f"{a.steps} timed steps per variant after {a.warmup} warm-up")
-    for v, m in med.items():
-        print(f"{v:>9}: compute {m['compute'] * 1e3:8.1f} ms/step ({a.batch / m['compute']:7.1f} images/s; fastest step "
-              f"{fastest[v] * 1e3:.1f} ms), data {m['data'] * 1e3:7.1f} ms/step, total {(m['compute'] + m['data']) * 1e3:8.1f} ms/step")
-    print(f"focusclip/clip fastest-step ratio: {fastest['focusclip'] / fastest['clip']:.3f}")
-    total = (med["focusclip"]["compute"] + med["focusclip"]["data"]) / (med["clip"]["compute"] + med["clip"]["data"])
-    print(f"focusclip/clip total step ratio (with data): {total:.3f}")
-    print(f"focusclip/clip step ratio: {med['focusclip']['compute'] / med['clip']['compute']:.3f}")
+        for name in order[i % 3:] + order[:i % 3]: times[name].append(timed(name))
+    med = {k: statistics.median(t) for k, t in times.items()}
+    fast = {k: min(t) for k, t in times.items()}
+
+    path = (f"cached: frozen prefix of {n} trunk modules, highlighted view {'cached' if cache_hi else 'through the whole tower'}, "
+            f"texts {'cached' if cache_text else 'through the text tower'}") if n > 0 else \
+           f"whole towers ({'--no-cache' if a.no_cache else 'augmentation on' if cfg['augment'] and fm.frozen_prefix() > 0 else 'no frozen prefix to cache'})"
+    print(f"config {mcfg['config']}, batch {a.batch} at {size}px, {device} ({precision}), "
+          f"{'shared' if mcfg['shared_encoder'] else 'separate'} encoder, {num_params(fm, trainable=True):,} trainable parameters, "
+          f"torch threads {torch.get_num_threads()}, {a.steps} timed steps per item after {a.warmup} warm-up")
+    print(path)
+    for k in items:
+        print(f"{k:>10}: {med[k] * 1e3:8.1f} ms/step median ({a.batch / med[k]:7.1f} images/s), fastest {fast[k] * 1e3:8.1f} ms")
+    floor = med["clip"] + med["extra pass"]
+    print(f"floor = clip step + extra pass: {floor * 1e3:.1f} ms/step (fastest {(fast['clip'] + fast['extra pass']) * 1e3:.1f} ms)")
+    print(f"focusclip/clip step ratio: {med['focusclip'] / med['clip']:.3f}")
+    print(f"focusclip step over floor: {med['focusclip'] / floor:.3f}")
 
 
 if __name__ == "__main__":

@@ -182,7 +182,8 @@ def run_features(params_path:str|Path="params.yaml", # the params file (sections
     texts = None
     if tcfg["use_descriptions"] and Path(tcfg["descriptions"]).exists():
         from .describe import load_descriptions
-        texts = load_descriptions(tcfg["descriptions"])
+        keep = {r.id for split in ("train", "val") for r in read_jsonl(tcfg["records"], split)}  # the texts training reads
+        texts = {k: v for k, v in load_descriptions(tcfg["descriptions"]).items() if k in keep}
     hdir = tcfg["heatmaps_dir"] if tcfg["heatmaps"] == "precomputed" and Path(tcfg["heatmaps_dir"]).exists() else None
     doc = compute_features(model, tcfg["records"], out, texts, hdir, progress=progress)
     return dict(path=str(out), prefix=doc["prefix"], splits={k: int(v.shape[0]) for k, v in doc["images"].items()},

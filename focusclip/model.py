@@ -220,6 +220,7 @@ class FocusCLIP(nn.Module):
         if mode and self.freeze_bn:
             for m in self.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
+        if mode and self.text_cacheable(): self.clip.text.transformer.eval()  # a frozen text tower runs as in inference (no dropout), LiT-style
         return self
 
     @property

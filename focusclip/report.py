@@ -10,10 +10,11 @@ from typing import Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['HEADLINE_RULES', 'PAPER_TABLE', 'NAMES', 'LABELS', 'REPORT_DEFAULTS', 'rule_for', 'headline', 'shown_diff',
-           'load_all', 'results_frame', 'paper_docs', 'summarise', 'headline_by_seed', 'comparison_table',
-           'table_markdown', 'table_csv', 'ablation_table', 'ablation_markdown', 'plot_bars', 'plot_confusions',
-           'plot_per_class', 'plot_embeddings', 'report_metrics', 'make_report']
+__all__ = ['HEADLINE_RULES', 'PAPER_TABLE', 'NAMES', 'LABELS', 'SPLIT_DATASETS', 'REPORT_DEFAULTS', 'rule_for', 'headline',
+           'shown_diff', 'load_all', 'results_frame', 'paper_docs', 'summarise', 'headline_by_seed', 'comparison_table',
+           'table_markdown', 'table_csv', 'ablation_table', 'ablation_markdown', 'paired_difference',
+           'benchmark_summary', 'summary_markdown', 'plot_bars', 'plot_confusions', 'plot_per_class', 'plot_embeddings',
+           'report_metrics', 'make_report']
 
 # %% ../nbs/08_report.ipynb #2fe33637
 HEADLINE_RULES = {
@@ -237,6 +238,92 @@ def ablation_markdown(t) -> str:
         lines.append(f"| {r['variant']} | {r['n_seeds']} | " + " | ".join(cells) + f" | {'–' if math.isnan(r['diff']) else format(r['diff'], '+.2f')} |")
     return "\n".join(lines)
 
+# %% ../nbs/08_report.ipynb #5b3c1e01
+SPLIT_DATASETS = {"test": "synthetic", "val": "synthetic_val"}  # the embedded benchmark's splits: held-out style, training style
+
+def _correct(doc:dict, key:str, which:str="topk") -> np.ndarray|None:
+    "A results document's per-item correctness (0/1 array) on `key`, or None when it has none."
+    for r in doc["results"]:
+        if (r.get("key") or f"{r['task']}/{r['dataset']}") == key and r.get(f"correct_{which}"):
+            return np.frombuffer(r[f"correct_{which}"].encode(), dtype=np.uint8) - ord("0")
+    return None
+
+def paired_difference(docs:list[dict], # results documents of both variants (several seeds)
+                      keys:Sequence[str], # the headline's sets, one per task (e.g. activity/synthetic, age/synthetic, ...)
+                      baseline:str="clip", method:str="focusclip",
+                      n_boot:int=2000, seed:int=0) -> dict:
+    "The headline difference `method - baseline` (mean of the per-task differences, paired by seed and item) with a 95% interval from a two-level bootstrap: seeds, then items."
+    seeds = sorted({d["seed"] for d in docs if d["variant"] == baseline} & {d["seed"] for d in docs if d["variant"] == method})
+    if not seeds: raise ValueError(f"no seed has results for both {baseline!r} and {method!r}")
+    by = {(d["variant"], d["seed"]): d for d in docs}
+    C = {}  # key -> (S, 2, n) correctness
+    for k in keys:
+        arrs = [[_correct(by[(v, s)], k) for v in (baseline, method)] for s in seeds]
+        if any(a is None for pair in arrs for a in pair): return {}
+        C[k] = np.asarray(arrs, dtype=np.float64)
+    per_seed = np.mean([[C[k][i, 1].mean() - C[k][i, 0].mean() for k in keys] for i in range(len(seeds))], axis=1) * 100
+    rng = np.random.default_rng(seed); boots = np.empty(n_boot)
+    for b in range(n_boot):
+        sidx = rng.integers(0, len(seeds), len(seeds))
+        d = []
+        for k in keys:
+            n = C[k].shape[2]; iidx = rng.integers(0, n, n)
+            sub = C[k][sidx][:, :, iidx].mean(2)  # (S, 2)
+            d.append((sub[:, 1] - sub[:, 0]).mean())
+        boots[b] = np.mean(d) * 100
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"diff": float(per_seed.mean()), "diff_ci95": [float(lo), float(hi)], "per_seed": per_seed.tolist(), "seeds": seeds,
+            "significant": bool(lo > 0 or hi < 0), "method": "two-level bootstrap (seeds, then test items), paired"}
+
+def benchmark_summary(docs:list[dict], # every results document (variants x seeds, and `pretrained` for the probe of the untrained tower)
+                      baseline:str="clip", method:str="focusclip") -> dict:
+    "The embedded benchmark's numbers per task and split, CLIP vs FocusCLIP, with chance, probe ceilings and the paired headline difference."
+    out = {"seeds": sorted({d["seed"] for d in docs if d["variant"] in (baseline, method)}), "tasks": {}}
+    losses = sorted({str(d.get("meta", {}).get("model", {}).get("loss")) for d in docs if d["variant"] in (baseline, method)})
+    out["loss"] = losses[0] if len(losses) == 1 else losses
+    def vals(variant, key, field):
+        v = [r.get(field) for d in docs if d["variant"] == variant for r in d["results"] if (r.get("key") or f"{r['task']}/{r['dataset']}") == key]
+        v = [x for x in v if x is not None]
+        return float(np.mean(v)) if v else None
+    for task in ("activity", "age", "emotion"):
+        for split, ds in SPLIT_DATASETS.items():
+            key = f"{task}/{ds}"
+            if vals(baseline, key, "top1") is None: continue
+            first = next(r for d in docs for r in d["results"] if (r.get("key") or f"{r['task']}/{r['dataset']}") == key)
+            e = {"k": first["k"], "n": first.get("n"), "chance_top1": first.get("chance_top1"), "chance_topk": first.get("chance_topk")}
+            for v in (baseline, method):
+                e[f"{v}_top1"], e[f"{v}_topk"] = vals(v, key, "top1"), vals(v, key, "topk")
+                e[f"{v}_probe_top1"] = vals(v, key, "probe_top1")
+            e["probe_top1"] = vals("pretrained", key, "probe_top1")  # the pretrained tower before training
+            e["probe_topk"] = vals("pretrained", key, "probe_topk")
+            out["tasks"].setdefault(task, {})[split] = e
+    keys = [f"{t}/synthetic" for t in out["tasks"] if "test" in out["tasks"][t]
+            and all(out["tasks"][t]["test"][f"{v}_topk"] is not None for v in (baseline, method))]
+    hb = {v: float(np.mean([out["tasks"][k.split("/")[0]]["test"][f"{v}_topk"] for k in keys])) for v in (baseline, method)} if keys else {}
+    pd_ = paired_difference([d for d in docs if d["variant"] in (baseline, method)], keys, baseline, method) if keys else {}
+    out["headline"] = {**hb, **pd_, "rule": "mean over activity (top-3), age (top-1), emotion (top-3) on the held-out style"}
+    return _nice(out)
+
+def summary_markdown(s:dict, baseline:str="clip", method:str="focusclip") -> str:
+    "The benchmark summary as Markdown: per task and split, chance, probe ceilings, both models (top-1 and top-k)."
+    b, m = LABELS.get(baseline, baseline), LABELS.get(method, method)
+    f = lambda x: "–" if x is None else f"{x:.1f}"
+    lines = [f"| task | split | chance top-1 | probe (pretrained) | probe ({b}) | probe ({m}) | {b} top-1 | {m} top-1 | chance top-k | {b} top-k | {m} top-k |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    names = {"test": "held-out style", "val": "training style"}
+    for t, splits in s["tasks"].items():
+        for sp, e in splits.items():
+            lines.append(f"| {t} | {names[sp]} (n={e['n']}) | {f(e['chance_top1'])} | {f(e['probe_top1'])} | {f(e[f'{baseline}_probe_top1'])} | {f(e[f'{method}_probe_top1'])} | "
+                         f"{f(e[f'{baseline}_top1'])} | {f(e[f'{method}_top1'])} | {f(e['chance_topk'])} (top-{e['k']}) | {f(e[f'{baseline}_topk'])} | {f(e[f'{method}_topk'])} |")
+    h = s.get("headline", {})
+    if "diff_ci95" in h:
+        lo, hi = h["diff_ci95"]
+        lines += ["", f"**Headline** ({h['rule']}): {b} {h[baseline]:.2f}, {m} {h[method]:.2f}; {m} − {b} = **{h['diff']:+.2f}** "
+                  f"points, 95% interval [{lo:+.2f}, {hi:+.2f}] ({h['method']}; seeds {h['seeds']}, per seed "
+                  + ", ".join(f"{d:+.2f}" for d in h["per_seed"]) + f"): {'significant' if h['significant'] else 'not significant'} at 5%. "
+                  f"Loss: {s['loss']}."]
+    return "\n".join(lines)
+
 # %% ../nbs/08_report.ipynb #29801763
 def _save(fig, stem:Path, formats=("png", "svg")) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True); out = []
@@ -350,7 +437,10 @@ def make_report(results_dir:str|Path="results/eval", # folder of results files
     "Read every results file and write the report, its CSV, its metrics and its figures."
     from focusclip.config import check_params
     p = check_params(params or {}, REPORT_DEFAULTS, "report", {"headline_rule": ("paper", "all")})
-    docs = load_all(results_dir); df = results_frame(docs)
+    docs = load_all(results_dir)
+    summary = benchmark_summary(docs, p["baseline"], p["method"])
+    docs = [d for d in docs if d["variant"] != "pretrained"]  # the untrained tower: its probe only (in the summary)
+    df = results_frame(docs)
     t = comparison_table(df, p["baseline"], p["method"], p["headline_rule"])
     abl = ablation_table(df, p["ablations"] or None, p["baseline"], p["headline_rule"])
     fd = Path(figures_dir); fmts = tuple(p["formats"]); figs = plot_bars(t, fd/"zeroshot_bars", fmts)
@@ -369,6 +459,12 @@ def make_report(results_dir:str|Path="results/eval", # folder of results files
              + "; ".join(f"{task} = mean of {', '.join(NAMES.get(d, d) for d in ds)}" for task, ds in rule_for(df.key, p["headline_rule"])[1].items()) + ".",
              f"Cells: mean ± std over seeds when a variant has several runs, else the value [bootstrap 95% CI]. "
              f"Seeds per variant: {', '.join(f'{v} {n}' for v, n in sorted(seeds.items()))}. Differences are between the shown values.", "",
+             "## The embedded benchmark", "",
+             "Top-1 and top-k zero-shot accuracy in % (means over seeds) beside chance and the linear-probe ceilings "
+             "(logistic regression on frozen image features, fit on the train split's labels: of the pretrained tower before "
+             "training, and of each trained model). Activity and age are scored on full shots, emotion on close-ups with a "
+             "visible face.", "", summary_markdown(summary, p["baseline"], p["method"]), "",
+             "## In the paper's layout", "",
              table_markdown(t), "", "Chance levels (in the `chance` column): 100/n for top-1 and 100·k/n for top-k, n = number of classes: "
              + "; ".join(f"{NAMES.get(r.dataset, r.dataset)} {r.task} {r.chance:.2f}% (top-{int(r.k)})" for r in chance.itertuples() if r.chance is not None and np.isfinite(r.chance)) + ".", "",
              "## Ablations", "", f"Headline (rule `{abl.attrs['rule']}`) and task means per variant; last column: headline difference to `{p['baseline']}`.", "",
@@ -376,6 +472,7 @@ def make_report(results_dir:str|Path="results/eval", # folder of results files
     lines += [f"![{f.stem}](figures/{f.name})" if Path(figures_dir).resolve().parent == Path(out_md).resolve().parent else f"- {f}" for f in figs if f.suffix == ".png"]
     out_md = Path(out_md); out_md.parent.mkdir(parents=True, exist_ok=True); out_md.write_text("\n".join(lines) + "\n")
     table_csv(t, out_csv)
-    metrics = report_metrics(t, abl); mp = Path(metrics_path); mp.parent.mkdir(parents=True, exist_ok=True)
+    metrics = {**report_metrics(t, abl), **{k: v for k, v in summary.items() if k != "headline"}, "headline": {**report_metrics(t, abl)["headline"], **summary.get("headline", {})}}
+    mp = Path(metrics_path); mp.parent.mkdir(parents=True, exist_ok=True)
     mp.write_text(json.dumps(metrics, indent=1))
-    return {"table": t, "ablation": abl, "markdown": out_md, "csv": Path(out_csv), "metrics": metrics, "figures": figs}
+    return {"table": t, "ablation": abl, "markdown": out_md, "csv": Path(out_csv), "metrics": metrics, "figures": figs, "summary": summary}

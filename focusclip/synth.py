@@ -380,16 +380,25 @@ def _place(rng, pts, n, margin):
 def sample_scene(index:int, # index of the image within its split
                  split:str="train", # `train`, `val` (the training style) or `test` (the held-out style)
                  seed:int=42, # dataset seed
-                 image_size:int=96, # output width = height, pixels
-                 max_bystanders:int=3, # faded figures in the background, 0..max
-                 p_occlude:float=0.1, # probability that a box hides some of the subject's joints
-                 p_offframe:float=0.08, # probability that part of the subject is outside the frame
-                 shift:float=1.0, # how far the `test` split's style is from the training style: 0 the same, 1 fully held out
-                 p_closeup:float=0.0, # probability of a close-up: head and shoulders fill the frame (faces visible)
-                 jitter:float=7.0, # std of the pose angles' jitter, degrees
-                 subject_size:Sequence[float]=(0.55, 0.9), # the subject's standing height, as a fraction of the frame (range)
+                 image_size:int|None=None, # output width = height, pixels (None: `SYNTH_DEFAULTS`, as every option here)
+                 max_bystanders:int|None=None, # faded figures in the background, 0..max
+                 p_occlude:float|None=None, # probability that a box hides some of the subject's joints
+                 p_offframe:float|None=None, # probability that part of the subject is outside the frame
+                 shift:float|None=None, # how far the `test` split's style is from the training style: 0 the same, 1 fully held out
+                 p_closeup:float|None=None, # probability of a close-up: head and shoulders fill the frame (faces visible)
+                 jitter:float|None=None, # std of the pose angles' jitter, degrees
+                 subject_size:Sequence[float]|None=None, # the subject's standing height, as a fraction of the frame (range)
                 ) -> dict:
     "Every random choice for one image: background, distractors, bystanders, subject, occluder."
+    d = SYNTH_DEFAULTS
+    image_size = d["image_size"] if image_size is None else image_size
+    max_bystanders = d["max_bystanders"] if max_bystanders is None else max_bystanders
+    p_occlude = d["p_occlude"] if p_occlude is None else p_occlude
+    p_offframe = d["p_offframe"] if p_offframe is None else p_offframe
+    shift = d["shift"] if shift is None else shift
+    p_closeup = d["p_closeup"] if p_closeup is None else p_closeup
+    jitter = d["jitter"] if jitter is None else jitter
+    subject_size = d["subject_size"] if subject_size is None else subject_size
     if split not in SPLIT_STYLE: raise ValueError(f"synth: unknown split {split!r}; expected one of {list(SPLITS)}")
     rng = _rng(seed, split, index); n = image_size * SS
     s = float(shift) if SPLIT_STYLE[split] == "pattern" else 0.0
@@ -476,7 +485,7 @@ def draw_scene(sc:dict, # from `sample_scene`
 def render_sample(index:int, # index of the image within its split
                   split:str="train", # `train`, `val` or `test`
                   seed:int=42, # dataset seed
-                  image_size:int=96, # output size, pixels
+                  image_size:int|None=None, # output size, pixels (None: `SYNTH_DEFAULTS`)
                   **kw, # more `sample_scene` options
                  ) -> tuple[Image.Image, Record]:
     "One synthetic image and its record."
@@ -485,12 +494,12 @@ def render_sample(index:int, # index of the image within its split
 
 # %% ../nbs/02_synth.ipynb #177e3ce2
 SYNTH_DEFAULTS = dict(  # the one place of the generator's defaults (params.yaml `data.synthetic` overrides them)
-    n_train=2400, n_val=300, n_test=600, image_size=96, seed=42, workers=2,
+    n_train=2400, n_val=300, n_test=600, image_size=128, seed=42, workers=2,
     max_bystanders=3,  # faded figures in the background, 0..max
     p_occlude=0.1,  # probability of a box hiding some of the subject's joints
     p_offframe=0.08,  # probability of a subject partly out of the frame
-    shift=1.0,  # the held-out (test) style: 0 = the training style ... 1 = patterns, neon palette, outlined limbs
-    p_closeup=0.0,  # probability of a head-and-shoulders close-up (faces visible)
+    shift=0.25,  # the held-out (test) style: 0 = the training style ... 1 = patterns, neon palette, outlined limbs
+    p_closeup=0.4,  # probability of a head-and-shoulders close-up (faces visible)
     jitter=7.0,  # std of the pose angles' jitter, degrees
     subject_size=[0.55, 0.9],  # the subject's standing height as a fraction of the frame (full shots)
 )
@@ -506,7 +515,7 @@ def _check(n_train, n_val, n_test, image_size, seed, workers, max_bystanders, p_
         raise ValueError(f"synth: image_size must be an integer in [32, 1024], got {image_size!r}")
     for k, v in dict(p_occlude=p_occlude, p_offframe=p_offframe, shift=shift, p_closeup=p_closeup).items():
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
-            raise ValueError(f"synth: {k} must be in [0, 1], got {v!r}")
+            raise ValueError(f"synth: {k} must be {'a probability ' if k.startswith('p_') else ''}in [0, 1], got {v!r}")
     if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or not 0 <= jitter <= 45:
         raise ValueError(f"synth: jitter must be a number of degrees in [0, 45], got {jitter!r}")
     ok = isinstance(subject_size, (list, tuple)) and len(subject_size) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in subject_size)

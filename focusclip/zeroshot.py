@@ -14,7 +14,7 @@ import numpy as np
 __all__ = ['TASK_TOPK', 'DEFAULT_TEMPLATES', 'CSV_FIELDS', 'EVALUATE_DEFAULTS', 'EvalSet', 'eval_set_from_labels', 'topk_correct',
            'accuracy', 'confusion_matrix', 'per_class_accuracy', 'balanced_accuracy', 'bootstrap_ci', 'templates_for',
            'build_zero_shot_classifier', 'load_image', 'encode_images', 'pca_2d', 'evaluate_zero_shot', 'result_rows',
-           'save_results', 'load_results', 'evaluate_params', 'probe_accuracy', 'run_evaluate']
+           'save_results', 'load_results', 'evaluate_params', 'fit_probe', 'probe_accuracy', 'run_evaluate']
 
 # %% ../nbs/07_zeroshot.ipynb #e76e0172
 TASK_TOPK = {"activity": 3, "age": 1, "emotion": 3, "race": 1, "species": 1}  # the paper's code: top-3 for activity and emotion, top-1 for age
@@ -406,18 +406,23 @@ def _images_key(es:EvalSet):
     if not all(isinstance(i, (str, Path)) for i in es.items): return None
     return (tuple(map(str, es.items)), None if es.boxes is None else tuple(map(lambda b: None if b is None else tuple(b), es.boxes)))
 
-def probe_accuracy(train_x:np.ndarray, # (N, D) image features of the training images
-                   train_y:Sequence, # their class indices
+def fit_probe(train_x:np.ndarray, # (N, D) image features of the training images
+              train_y:Sequence, # their class indices
+              C:float=0.5, # inverse L2 strength of the logistic regression
+             ):
+    "A logistic regression on frozen image features (scikit-learn): the linear probe."
+    from sklearn.linear_model import LogisticRegression
+    return LogisticRegression(max_iter=2000, C=C).fit(train_x, train_y)
+
+def probe_accuracy(clf, # from `fit_probe`
                    test_x:np.ndarray, test_y:Sequence, # the evaluation items
                    k:int=1, # also top-k
-                   C:float=0.5, # inverse L2 strength of the logistic regression
-                   n_classes:int|None=None) -> tuple[float, float]:
-    "Top-1 and top-k accuracy (%) of a logistic regression fit on frozen features: how much of a task the features carry."
-    from sklearn.linear_model import LogisticRegression
-    clf = LogisticRegression(max_iter=2000, C=C).fit(train_x, train_y)
-    proba = np.full((len(test_x), n_classes or (max(max(train_y), max(test_y)) + 1)), -np.inf)
-    proba[:, clf.classes_] = clf.predict_log_proba(test_x)
+                   n_classes:int|None=None, # classes of the task (a class absent from training is never predicted)
+                  ) -> tuple[float, float]:
+    "Top-1 and top-k accuracy (%) of a linear probe: how much of a task the features carry."
     target = np.asarray(test_y, dtype=int)
+    proba = np.full((len(test_x), n_classes or (max(int(clf.classes_.max()), int(target.max())) + 1)), -np.inf)
+    proba[:, clf.classes_] = clf.predict_log_proba(test_x)
     return _pct(topk_correct(proba, target, 1).mean()), _pct(topk_correct(proba, target, k).mean())
 
 def _cached_encoder(model, cache, records_path:str|Path):
@@ -495,11 +500,14 @@ def run_evaluate(params_path:str|Path="params.yaml", # the params file
                                bootstrap=p["bootstrap"], seed=seed, device=device, progress=p["progress"],
                                embedding_points=p["embedding_points"], image_features=feats)
         if p["probe"] and encode is not None and es.name.startswith("synthetic"):
-            tr = _probe_train(model, fcache, p["records"], encode, es.task, es.classnames)
-            if tr is not None:
-                r["probe_top1"], r["probe_topk"] = probe_accuracy(tr[0], tr[1], np.asarray(feats), es.labels, r["k"], n_classes=len(es.classnames))
+            pkey = ("probe", es.task, tuple(es.classnames))  # one fit per task serves every split
+            if pkey not in cache:
+                tr = _probe_train(model, fcache, p["records"], encode, es.task, es.classnames)
+                cache[pkey] = None if tr is None else fit_probe(*tr)
+            if cache[pkey] is not None:
+                r["probe_top1"], r["probe_topk"] = probe_accuracy(cache[pkey], np.asarray(feats), es.labels, r["k"], n_classes=len(es.classnames))
         r["seconds"] = round(time.perf_counter() - t1, 3); results.append(r)
-    meta = {"model_dir": str(model_dir), "model": {k: info[k] for k in ("name", "variant", "alpha", "epochs", "steps") if k in info},
+    meta = {"model_dir": str(model_dir), "model": {k: info[k] for k in ("name", "variant", "alpha", "epochs", "steps") if k in info} | ({"loss": info["train"].get("loss")} if isinstance(info.get("train"), dict) else {}),
             "device": device, "params": p, "seconds": round(time.perf_counter() - t0, 3)}
     save_results(results, out_path, variant, seed, meta)
     return {"variant": variant, "seed": seed, "json": str(out_path), "csv": str(out_path.with_suffix(".csv")), "results": results, "seconds": meta["seconds"]}

@@ -101,7 +101,7 @@ def test_evaluate_and_report_stages(tmp_path):
                          "-p", "params_path", "params.yaml"], env=env, check=True, capture_output=True, timeout=600)
     subprocess.run(pm + [str(ROOT / "stages/report.ipynb"), str(tmp_path / "results/notebooks/report.ipynb"), "-p", "params_path", "params.yaml"],
                    env=env, check=True, capture_output=True, timeout=600)
-    assert sorted(p.name for p in (tmp_path / "results/eval").glob("*.json")) == [f"{v}_seed_{s}.json" for v in ("clip", "focusclip") for s in (5, 6)]
+    assert sorted(p.name for p in (tmp_path / "results/eval").glob("*.json")) == sorted([f"{v}_seed_{s}.json" for v in ("clip", "focusclip") for s in (5, 6)] + ["pretrained.json"])
     assert json.loads((tmp_path / "results/eval/clip_seed_6.json").read_text())["seed"] == 6
     m = json.loads((tmp_path / "results/metrics/report.json").read_text())
     assert m["rule"] == "synthetic" and set(m["datasets"]) == {"activity/synthetic", "age/synthetic", "emotion/synthetic"}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from focusclip.data import read_jsonl, image_path
+from focusclip.data import read_jsonl, image_path, face_visible
 from focusclip.synth import (ACTIVITIES, AGE_GROUPS, EMOTIONS, SPLITS, SYNTH_DEFAULTS, generate, render_sample)
 
 
@@ -39,7 +39,7 @@ def test_counts_layout_and_labels(tmp_path):
         assert len(r.people) == 1  # bystanders are drawn but not annotated
         p = r.people[0]; a, v = p.array, np.asarray(p.visible)
         assert ((a[v == 1] >= 0) & (a[v == 1] < 64)).all()
-        assert 0 < p.scale < 64 / 200
+        assert 0 < p.scale < 64 / 200 * (2.4 if face_visible(r) else 1)  # a close-up's subject is taller than the frame
     # every activity equally often in each split (sizes are multiples of 12)
     for s in SPLITS:
         counts = [sum(r.split == s and r.activity == act for r in recs) for act in ACTIVITIES]
