@@ -300,7 +300,7 @@ def describe_rules(rec:Record, # the image
 
 def _visible_labels(rec:Record) -> dict:
     "The record's extra labels a describer looking at the image could give: an expression only where the face is visible."
-    from .data import face_visible
+    from focusclip.data import face_visible
     return {k: v for k, v in (rec.labels or {}).items() if k != "emotion" or face_visible(rec)}
 
 def _appearance(labels:dict, b:dict, pick) -> list[str]:

@@ -449,6 +449,7 @@ def synthetic_tasks(records_path:str|Path, # the records file (data/records/reco
     known = {**_synth_classes(), **(classes or {})}
     from focusclip.data import face_visible
     faces = {r.id for r in recs if face_visible(r)}
+    by_shot = by_shot and bool(faces)  # a split without close-ups (no annotated heads) scores every task on every image
     out = []
     for t in tasks:
         # like the real benchmarks: emotion is read from visible faces (FER2013's crops), activity and age from full shots

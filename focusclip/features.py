@@ -66,7 +66,7 @@ def encode_prefix_batches(model, # a FocusCLIP whose first `n` trunk modules are
         if heatmaps_dir is not None:
             hm = torch.stack([_load_heatmap_tensor(Path(heatmaps_dir)/f"{r.id}.png", size) for r in chunk]).float().div_(255)
             x = model.highlight(x, hm)
-        out.append(model.encode_prefix(x, n).half())
+        out.append(model.encode_prefix(x.contiguous(memory_format=torch.channels_last), n).contiguous().half())
     return torch.cat(out) if out else torch.empty(0)
 
 # %% ../nbs/05b_features.ipynb #a1f0c004
@@ -78,7 +78,7 @@ def compute_features(model, # a FocusCLIP built from the `model` params (untrain
                      splits=("train", "val", "test"), # image splits to cache
                      text_batch_size:int=256, batch_size:int=128, progress:bool=True) -> dict:
     "Compute and save the frozen-prefix activations of every split (and the highlighted train view) and the pooled texts."
-    model = model.eval()
+    model = model.eval().to(memory_format=torch.channels_last)  # oneDNN's fast convolutions on CPU (about 1.5x here); same values
     rpath = Path(records_path); out_path = Path(out_path)
     n = model.frozen_prefix() if model._stages() is not None else 0
     doc = dict(version=FEATURES_VERSION, prefix=n, image_size=model.image_size, images={}, ids={}, t={})

@@ -376,6 +376,37 @@ def _place(rng, pts, n, margin):
         out.append(rng.uniform(a0, a1) if a1 > a0 else (a0 + a1) / 2)
     return np.array(out)
 
+# %% ../nbs/02_synth.ipynb #177e3ce2
+SYNTH_DEFAULTS = dict(  # the one place of the generator's defaults (params.yaml `data.synthetic` overrides them)
+    n_train=2400, n_val=300, n_test=600, image_size=128, seed=42, workers=2,
+    max_bystanders=3,  # faded figures in the background, 0..max
+    p_occlude=0.1,  # probability of a box hiding some of the subject's joints
+    p_offframe=0.08,  # probability of a subject partly out of the frame
+    shift=0.25,  # the held-out (test) style: 0 = the training style ... 1 = patterns, neon palette, outlined limbs
+    p_closeup=0.4,  # probability of a head-and-shoulders close-up (faces visible)
+    jitter=7.0,  # std of the pose angles' jitter, degrees
+    subject_size=[0.55, 0.9],  # the subject's standing height as a fraction of the frame (full shots)
+)
+_SCENE_KEYS = ("max_bystanders", "p_occlude", "p_offframe", "shift", "p_closeup", "jitter", "subject_size")
+
+def _check(n_train, n_val, n_test, image_size, seed, workers, max_bystanders, p_occlude, p_offframe, shift, p_closeup,
+           jitter, subject_size):
+    for k, v in dict(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, workers=workers, max_bystanders=max_bystanders).items():
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"synth: {k} must be a non-negative integer, got {v!r}")
+    if workers < 1: raise ValueError(f"synth: workers must be at least 1, got {workers}")
+    if not isinstance(image_size, (int, np.integer)) or isinstance(image_size, bool) or not 32 <= image_size <= 1024:
+        raise ValueError(f"synth: image_size must be an integer in [32, 1024], got {image_size!r}")
+    for k, v in dict(p_occlude=p_occlude, p_offframe=p_offframe, shift=shift, p_closeup=p_closeup).items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
+            raise ValueError(f"synth: {k} must be {'a probability ' if k.startswith('p_') else ''}in [0, 1], got {v!r}")
+    if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or not 0 <= jitter <= 45:
+        raise ValueError(f"synth: jitter must be a number of degrees in [0, 45], got {jitter!r}")
+    ok = isinstance(subject_size, (list, tuple)) and len(subject_size) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in subject_size)
+    if not ok or not 0.1 <= subject_size[0] <= subject_size[1] <= 1.0:
+        raise ValueError(f"synth: subject_size must be [low, high] with 0.1 <= low <= high <= 1, got {subject_size!r}")
+    if n_train + n_val + n_test == 0: raise ValueError("synth: n_train + n_val + n_test is 0: nothing to generate")
+
 # %% ../nbs/02_synth.ipynb #11535961
 def sample_scene(index:int, # index of the image within its split
                  split:str="train", # `train`, `val` (the training style) or `test` (the held-out style)
@@ -491,37 +522,6 @@ def render_sample(index:int, # index of the image within its split
     "One synthetic image and its record."
     sc = sample_scene(index, split, seed, image_size, **kw)
     return draw_scene(sc), scene_record(sc)
-
-# %% ../nbs/02_synth.ipynb #177e3ce2
-SYNTH_DEFAULTS = dict(  # the one place of the generator's defaults (params.yaml `data.synthetic` overrides them)
-    n_train=2400, n_val=300, n_test=600, image_size=128, seed=42, workers=2,
-    max_bystanders=3,  # faded figures in the background, 0..max
-    p_occlude=0.1,  # probability of a box hiding some of the subject's joints
-    p_offframe=0.08,  # probability of a subject partly out of the frame
-    shift=0.25,  # the held-out (test) style: 0 = the training style ... 1 = patterns, neon palette, outlined limbs
-    p_closeup=0.4,  # probability of a head-and-shoulders close-up (faces visible)
-    jitter=7.0,  # std of the pose angles' jitter, degrees
-    subject_size=[0.55, 0.9],  # the subject's standing height as a fraction of the frame (full shots)
-)
-_SCENE_KEYS = ("max_bystanders", "p_occlude", "p_offframe", "shift", "p_closeup", "jitter", "subject_size")
-
-def _check(n_train, n_val, n_test, image_size, seed, workers, max_bystanders, p_occlude, p_offframe, shift, p_closeup,
-           jitter, subject_size):
-    for k, v in dict(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, workers=workers, max_bystanders=max_bystanders).items():
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
-            raise ValueError(f"synth: {k} must be a non-negative integer, got {v!r}")
-    if workers < 1: raise ValueError(f"synth: workers must be at least 1, got {workers}")
-    if not isinstance(image_size, (int, np.integer)) or isinstance(image_size, bool) or not 32 <= image_size <= 1024:
-        raise ValueError(f"synth: image_size must be an integer in [32, 1024], got {image_size!r}")
-    for k, v in dict(p_occlude=p_occlude, p_offframe=p_offframe, shift=shift, p_closeup=p_closeup).items():
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 1:
-            raise ValueError(f"synth: {k} must be {'a probability ' if k.startswith('p_') else ''}in [0, 1], got {v!r}")
-    if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or not 0 <= jitter <= 45:
-        raise ValueError(f"synth: jitter must be a number of degrees in [0, 45], got {jitter!r}")
-    ok = isinstance(subject_size, (list, tuple)) and len(subject_size) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in subject_size)
-    if not ok or not 0.1 <= subject_size[0] <= subject_size[1] <= 1.0:
-        raise ValueError(f"synth: subject_size must be [low, high] with 0.1 <= low <= high <= 1, got {subject_size!r}")
-    if n_train + n_val + n_test == 0: raise ValueError("synth: n_train + n_val + n_test is 0: nothing to generate")
 
 # %% ../nbs/02_synth.ipynb #689692b9
 def _work(job):
