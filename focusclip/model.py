@@ -374,9 +374,9 @@ class FocusCLIP(nn.Module):
         n = c["prefix"]
         out = {}
         if "highlighted" in c and self.use_heatmap:
-            if self.visual_hi is None:
-                feats = self.encode_from_prefix(torch.cat([c["image"], c["highlighted"]]), n)
-                out["image_features"], out["highlighted_features"] = feats.split(c["image"].shape[0])
+            if self.visual_hi is None:  # batch norm is frozen whenever activations are cached: two passes equal one batched pass
+                out["image_features"] = self.encode_from_prefix(c["image"], n)
+                out["highlighted_features"] = self.encode_from_prefix(c["highlighted"], n)
             else:
                 out["image_features"] = self.encode_from_prefix(c["image"], n)
                 out["highlighted_features"] = self.encode_from_prefix(c["highlighted"], n, self.visual_hi)
