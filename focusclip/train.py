@@ -309,14 +309,15 @@ def evaluate_retrieval(model, # a FocusCLIP (plain CLIP inference)
                        ds:PoseTextDataset, # the validation split (fixed texts)
                        device="cpu", batch_size:int=256, autocast=nullcontext,
                        cache=None, # a checked FeatureCache: val images and texts from their cached activations where it has them
+                       use:dict|None=None, # which cached parts apply to this model (from the training setup); None: as the cache and model allow
                       ) -> dict:
     "Image->text recall@1/5 of `model` on `ds`."
     was = model.training; model.eval()
     texts = [ds.text(i) for i in range(len(ds))]
     uniq = sorted(set(texts)); target = torch.tensor([uniq.index(t) for t in texts])
     img, txt = [], []
-    cached_img = cache is not None and cache.has_images("val")
-    cached_txt = cache is not None and cache.has_text and model.text_cacheable()
+    cached_img = cache is not None and (use["val"] if use is not None else cache.has_images("val") and model.frozen_prefix() >= cache.prefix > 0)
+    cached_txt = cache is not None and (use["text"] if use is not None else cache.has_text and model.text_cacheable())
     with autocast():
         for s in range(0, len(ds), batch_size):
             idx = list(range(s, min(len(ds), s + batch_size)))
@@ -460,7 +461,7 @@ def _load_texts(cfg:dict, log) -> dict|None:
 
 def _feature_cache(tcfg:dict, model, train_recs:list, use_heat:bool, log):
     "The checked feature cache and which of its parts this run uses (images, highlighted view, texts)."
-    use = dict(images=False, highlighted=False, text=False)
+    use = dict(images=False, highlighted=False, text=False, val=False)
     if not tcfg["features"] or tcfg["augment"]: return None, use  # augmented images change every step: nothing to cache
     from focusclip.features import load_features
     fc = load_features(tcfg["features"])
@@ -472,12 +473,13 @@ def _feature_cache(tcfg:dict, model, train_recs:list, use_heat:bool, log):
         fc.check_ids("train", train_recs); use["images"] = True
         use["highlighted"] = use_heat and not (model.learn_alpha and model.use_heatmap) and fc.has_highlighted(float(model.alpha))
     use["text"] = fc.has_text and model.text_cacheable() and tcfg["use_descriptions"]
+    use["val"] = use["images"] and fc.has_images("val")
     log(f"{fc.path}: cached activations used for " + (", ".join(k for k, v in use.items() if v) or "nothing"))
-    return fc, use
+    return (fc if any(use.values()) else None), use
 
 def _cached_inputs(fc, use:dict, batch:dict, device) -> dict|None:
     "The batch's cached activations for `FocusCLIP.forward` (None without a cache)."
-    if fc is None or not any(use.values()): return None
+    if fc is None or not any(use[k] for k in ("images", "highlighted", "text")): return None
     out = dict(prefix=fc.prefix)
     idx = batch["index"]
     if use["images"]: out["image"] = fc.images("train", idx).to(device)
@@ -538,7 +540,7 @@ def train(params:dict|str|Path="params.yaml", # params dict or file (sections ba
     train_ds = PoseTextDataset(train_recs, rpath.parent, size, heat_mode, hdir, texts, seed, tcfg["cache_images"],
                                load_images=not (use["images"] and (use["highlighted"] or not use_heat)))
     val_ds = PoseTextDataset(val_recs, rpath.parent, size, None, None, texts, seed, tcfg["cache_images"] and main_proc and fc is None,
-                             fixed_text=True, load_images=not (fc is not None and fc.has_images("val")))
+                             fixed_text=True, load_images=not use["val"])
     if train_ds.missing:
         log(f"{tcfg['descriptions']}: {len(train_ds.missing)} of {len(train_ds)} train images have no description "
             f"(e.g. {train_ds.missing[:3]}); they are trained with their class caption")
@@ -617,7 +619,7 @@ def train(params:dict|str|Path="params.yaml", # params dict or file (sections ba
             for k, v in sums.items(): live.log_metric(f"epoch/{k}", v / max(1, n))
             live.log_metric("epoch/number", epoch + 1)
             if len(val_ds) >= 2:
-                rec = evaluate_retrieval(model, val_ds, device, tcfg["val_batch_size"], autocast, fc)
+                rec = evaluate_retrieval(model, val_ds, device, tcfg["val_batch_size"], autocast, fc, use)
                 for k, v in rec.items(): live.log_metric(f"val/{k}", v); history[f"val/{k}"].append(v)
                 history["val_step"].append(step)
                 if best is None or rec["recall@1"] > best["value"]: best = dict(metric="val/recall@1", value=rec["recall@1"], epoch=epoch + 1)
