@@ -11,8 +11,8 @@ import torch
 from .data import Record, read_jsonl, image_path, open_rgb
 
 # %% auto #0
-__all__ = ['FEATURES_VERSION', 'prefix_hash', 'text_hash', 'load_image_tensor', 'encode_prefix_batches', 'compute_features',
-           'FeatureCache', 'load_features', 'run_features']
+__all__ = ['FEATURES_VERSION', 'prefix_hash', 'text_hash', 'load_image_tensor', 'load_heatmap_tensor', 'encode_prefix_batches',
+           'compute_features', 'FeatureCache', 'load_features', 'run_features']
 
 # %% ../nbs/05b_features.ipynb #a1f0c002
 FEATURES_VERSION = 1  # bump when the file layout changes
@@ -36,16 +36,18 @@ def text_hash(model) -> str:
     return hashlib.sha256(f"{_hash_modules([t.transformer])}|{type(t.pooler).__name__}|{model.context_length}".encode()).hexdigest()[:16]
 
 # %% ../nbs/05b_features.ipynb #a1f0c003
-def load_image_tensor(rec:Record, root:str|Path, size:int) -> torch.Tensor:
-    "A record's image as a (3, size, size) uint8 tensor (the loader that training uses)."
+def load_image_tensor(path:str|Path, size:int) -> torch.Tensor:
+    "An image file as a (3, size, size) uint8 tensor: the one loader of training and of this cache."
     from PIL import Image
-    im = open_rgb(image_path(rec, root), size)
-    if im.size != (size, size): im = im.resize((size, size), Image.BILINEAR)
+    im = open_rgb(path, size).resize((size, size), Image.BILINEAR)
     return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
-def _load_heatmap_tensor(path:Path, size:int) -> torch.Tensor:
+def load_heatmap_tensor(path:str|Path, size:int) -> torch.Tensor:
+    "A precomputed heatmap PNG as a (size, size) uint8 tensor."
     from PIL import Image
-    if not path.exists(): raise FileNotFoundError(f"{path}: precomputed heatmap not found; run the heatmaps stage")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: precomputed heatmap not found; run the heatmaps stage or set train.heatmaps: on_the_fly")
     with Image.open(path) as im:
         im = im.convert("L")
         if im.size != (size, size): im = im.resize((size, size), Image.BILINEAR)
@@ -62,9 +64,9 @@ def encode_prefix_batches(model, # a FocusCLIP whose first `n` trunk modules are
     out = []
     for s in tqdm(range(0, len(records), batch_size), desc=desc or "prefix", disable=not progress, leave=False):
         chunk = records[s:s + batch_size]
-        x = torch.stack([load_image_tensor(r, root, size) for r in chunk]).float().div_(255)
+        x = torch.stack([load_image_tensor(image_path(r, root), size) for r in chunk]).float().div_(255)
         if heatmaps_dir is not None:
-            hm = torch.stack([_load_heatmap_tensor(Path(heatmaps_dir)/f"{r.id}.png", size) for r in chunk]).float().div_(255)
+            hm = torch.stack([load_heatmap_tensor(Path(heatmaps_dir)/f"{r.id}.png", size) for r in chunk]).float().div_(255)
             x = model.highlight(x, hm)
         out.append(model.encode_prefix(x.contiguous(memory_format=torch.channels_last), n).contiguous().half())
     return torch.cat(out) if out else torch.empty(0)
@@ -98,15 +100,13 @@ def compute_features(model, # a FocusCLIP built from the `model` params (untrain
         uniq = sorted({t for ts in texts.values() for t in ts})
         order = sorted(range(len(uniq)), key=lambda i: len(uniq[i]))  # similar lengths per batch: less padding
         from tqdm.auto import tqdm
-        pooled = torch.empty(0)
         chunks = []
         with torch.no_grad():
             for s in tqdm(range(0, len(order), text_batch_size), desc="texts", disable=not progress, leave=False):
                 idx = order[s:s + text_batch_size]
                 chunks.append((idx, model.encode_text_pooled(model.tokenize([uniq[i] for i in idx])).float()))
-        if chunks:
-            pooled = torch.empty(len(uniq), chunks[0][1].shape[1])
-            for idx, v in chunks: pooled[idx] = v
+        pooled = torch.empty(len(uniq), chunks[0][1].shape[1] if chunks else 0)
+        for idx, v in chunks: pooled[idx] = v
         doc.update(texts=uniq, text_pooled=pooled, text_hash=text_hash(model))
     doc["t"]["texts"] = round(time.perf_counter() - t1, 2)
     out_path.parent.mkdir(parents=True, exist_ok=True)

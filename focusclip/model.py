@@ -310,9 +310,9 @@ class FocusCLIP(nn.Module):
         a = self.alpha.to(images.dtype)
         return images * (a + heatmaps * (1 - a))
 
-    def _stages(self) -> list|None:
+    def _stages(self, visual:nn.Module|None=None) -> list|None:
         "The image trunk's modules in forward order (timm EfficientNet / MobileNet layout), or None for other towers."
-        trunk = getattr(self.clip.visual, "trunk", None)
+        trunk = getattr(self.clip.visual if visual is None else visual, "trunk", None)
         if trunk is None or not all(hasattr(trunk, a) for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")): return None
         return [trunk.conv_stem, trunk.bn1, *[b for stage in trunk.blocks for b in stage], trunk.conv_head, trunk.bn2]
 
@@ -343,10 +343,8 @@ class FocusCLIP(nn.Module):
                            normalize:bool=True) -> torch.Tensor:
         "Image features from cached prefix activations: the remaining trunk modules, the pooling and the projection."
         visual = self.clip.visual if visual is None else visual
-        trunk = visual.trunk
-        stages = [trunk.conv_stem, trunk.bn1, *[b for stage in trunk.blocks for b in stage], trunk.conv_head, trunk.bn2]
-        for m in stages[n:]: x = m(x)
-        x = visual.head(trunk.forward_head(x))
+        for m in self._stages(visual)[n:]: x = m(x)
+        x = visual.head(visual.trunk.forward_head(x))
         return F.normalize(x, dim=-1) if normalize else x
 
     def text_cacheable(self) -> bool:

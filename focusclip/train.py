@@ -101,20 +101,8 @@ def pick_description(texts:list, # an image's descriptions
     return texts[int(rng.integers(len(texts)))]
 
 # %% ../nbs/06_train.ipynb #e281cb1e
-def _load_image(path:Path, size:int) -> torch.Tensor:
-    from PIL import Image
-    from focusclip.data import open_rgb
-    im = open_rgb(path, size).resize((size, size), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
-
-def _load_heatmap(path:Path, size:int) -> torch.Tensor:
-    from PIL import Image
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: precomputed heatmap not found; run the heatmaps stage or set train.heatmaps: on_the_fly")
-    with Image.open(path) as im:
-        im = im.convert("L")
-        if im.size != (size, size): im = im.resize((size, size), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
+# the loaders are the feature cache's: training, the cache and its tests decode files the same way
+from .features import load_image_tensor as _load_image, load_heatmap_tensor as _load_heatmap
 
 # %% ../nbs/06_train.ipynb #4270a424
 class PoseTextDataset(Dataset):
