@@ -60,7 +60,7 @@ def main(argv=None):
     from contextlib import nullcontext
     from focusclip.config import get_device, seed_everything, section
     from focusclip.data import read_jsonl
-    from focusclip.describe import load_descriptions
+    from focusclip.data import load_descriptions
     from focusclip.losses import FocusCLIPLoss
     from focusclip.model import MODEL_CHOICES, MODEL_DEFAULTS, create_model_from_params, num_params
     from focusclip.train import PoseTextDataset, collate, make_optimizer, toy_records, train_config, train_step

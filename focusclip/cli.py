@@ -171,15 +171,21 @@ def zeroshot_main(argv:list|None=None) -> int:
 
 # %% ../nbs/09_cli.ipynb #7ad80db4
 def preset_parser() -> argparse.ArgumentParser:
-    p = _parser("focusclip-preset", "Print `dvc exp run` arguments for a preset of params overrides, or apply it to params.yaml.",
-                "examples:\n  dvc exp run $(focusclip-preset presets/no_descriptions.yaml)\n  focusclip-preset --apply presets/paper.yaml")
-    p.add_argument("preset", help="a YAML file of overrides, e.g. presets/paper.yaml")
+    p = _parser("focusclip-preset", "Print `dvc exp run` arguments for a preset of params overrides, apply it to params.yaml, "
+                "or show the configuration it resolves to.",
+                "examples:\n  dvc exp run $(focusclip-preset presets/no_descriptions.yaml)\n  focusclip-preset --apply presets/paper.yaml\n"
+                "  focusclip-preset --show presets/paper.yaml      # every section, resolved\n  focusclip-preset --show   # params.yaml alone")
+    p.add_argument("preset", nargs="?", help="a YAML file of overrides, e.g. presets/paper.yaml (with --show: optional)")
     p.add_argument("--params", default="params.yaml", help="the params file (default params.yaml)")
-    p.add_argument("--apply", action="store_true", help="write the overrides into the params file")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--apply", action="store_true", help="write the overrides into the params file")
+    g.add_argument("--show", action="store_true", help="print the fully resolved configuration of every section as YAML")
     return p
 
 def _preset(a):
-    from focusclip.config import preset_args, apply_preset
+    from focusclip.pipeline import preset_args, apply_preset, resolve, show_config
+    if a.show: print(show_config(resolve(a.params, a.preset)), end=""); return
+    if a.preset is None: raise ValueError("a preset file is needed (or --show for the params file alone)")
     if a.apply: apply_preset(a.preset, a.params); print(f"{a.preset} applied to {a.params}")
     else:
         import shlex

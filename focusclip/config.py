@@ -6,13 +6,13 @@
 from __future__ import annotations
 import os, random
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 import yaml
 import numpy as np
 
 # %% auto #0
-__all__ = ['ParamsError', 'load_params', 'check_params', 'section', 'seed_everything', 'get_device', 'flatten', 'preset_args',
-           'merge', 'apply_preset']
+__all__ = ['BASE_DEFAULTS', 'ParamsError', 'load_params', 'check_params', 'Params', 'Config', 'where', 'base_params',
+           'read_config', 'section', 'seed_everything', 'get_device', 'flatten', 'merge']
 
 # %% ../nbs/00_config.ipynb #4f588c88
 class ParamsError(ValueError):
@@ -27,11 +27,12 @@ def load_params(path:str|Path="params.yaml", # the params file
     try: params = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e: raise ParamsError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(params, dict): raise ParamsError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
-    return params
+    return Params(params, path)
 
 # %% ../nbs/00_config.ipynb #f3b2bb7f
 def _type_ok(value, default) -> bool:
-    if default is None or value is None: return True
+    if default is None: return True
+    if value is None: return False  # null only where the default is null (e.g. model.image_size: the config's own)
     if isinstance(default, bool): return isinstance(value, bool)
     if isinstance(default, float): return isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(default, int): return isinstance(value, int) and not isinstance(value, bool)
@@ -42,33 +43,91 @@ def _type_ok(value, default) -> bool:
 def check_params(given:dict, # the values from the params file
                  defaults:dict, # the known keys with their default values
                  where:str="params", # how to name the section in errors, e.g. `params.yaml:train`
-                 choices:dict|None=None, # allowed values for some keys
+                 choices:dict|None=None, # allowed values for some keys (`a.b` for nested keys)
+                 open_keys:Sequence[str]=(), # mappings whose keys are free (e.g. dataset names), `a.b` for nested ones
                 ) -> dict:
-    "Merge `given` over `defaults`; unknown keys, wrong types and values outside `choices` raise `ParamsError`."
-    given = dict(given or {})
+    "Merge `given` over `defaults` at every depth; unknown keys, wrong types and values outside `choices` raise `ParamsError`."
+    if not isinstance(given or {}, dict): raise ParamsError(f"{where}: expected a mapping, got {type(given).__name__} ({given!r})")
+    given, choices = dict(given or {}), choices or {}
     unknown = sorted(set(given) - set(defaults))
     if unknown: raise ParamsError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(defaults)}")
     out = dict(defaults)
     for k, v in given.items():
         d = defaults[k]
-        if isinstance(d, dict) and isinstance(v, dict): v = {**d, **v}
+        if isinstance(d, dict) and k not in open_keys:
+            if not isinstance(v, dict): raise ParamsError(f"{where}.{k}: expected a mapping, got {type(v).__name__} ({v!r})")
+            sub = lambda keys: {x.split(".", 1)[1]: y for x, y in keys.items() if x.startswith(k + ".")}
+            v = check_params(v, d, f"{where}.{k}", sub(choices), [x for x in sub(dict.fromkeys(open_keys))])
+        elif isinstance(d, dict):
+            if not isinstance(v, dict): raise ParamsError(f"{where}.{k}: expected a mapping, got {type(v).__name__} ({v!r})")
+            for kk, vv in v.items():
+                if kk in d and not _type_ok(vv, d[kk]):
+                    raise ParamsError(f"{where}.{k}.{kk}: expected {type(d[kk]).__name__}, got {type(vv).__name__} ({vv!r})")
+            v = {**d, **v}
         elif not _type_ok(v, d):
             raise ParamsError(f"{where}.{k}: expected {type(d).__name__}, got {type(v).__name__} ({v!r})")
-        if choices and k in choices and v not in choices[k]:
+        if k in choices and v not in choices[k]:
             raise ParamsError(f"{where}.{k}: {v!r} is not one of {list(choices[k])}")
         out[k] = v
     return out
 
+# %% ../nbs/00_config.ipynb #18c50f6f
+class Params(dict):
+    "A params file's contents as read (not yet checked), with `path`, the file it came from (named in errors)."
+    def __init__(self, sections:dict, path:str|Path="params"): super().__init__(sections); self.path = str(path)
+
+class Config(Params):
+    "A params file read once and checked: `{section: checked values}`; stage functions take it as it is."
+
+def where(params, name:str) -> str:
+    "How errors name a section of `params`: `params.yaml:train`."
+    return f"{params if isinstance(params, (str, Path)) else getattr(params, 'path', 'params')}:{name}"
+
+BASE_DEFAULTS = dict(seed=42,  # the seed of stand-alone runs (`focusclip-train` without `--seed`); the pipeline's stages take theirs from the train matrix and data.synthetic.seed
+                     device="auto")  # auto | cpu | cuda | cuda:N
+
+def base_params(params:dict|str|Path) -> dict:
+    "The checked `base` section."
+    return section(params, "base", BASE_DEFAULTS)
+
 # %% ../nbs/00_config.ipynb #a3b1050e
-def section(params:dict|str|Path, # a params dict, or the path of a params file
+class Params(dict):
+    "A params file's contents as read (not yet checked), with `path`, the file it came from (named in errors)."
+    def __init__(self, sections:dict, path:str|Path="params"): super().__init__(sections); self.path = str(path)
+
+class Config(Params):
+    "A params file read once and checked: `{section: checked values}`; stage functions take it as it is."
+
+def where(params, name:str) -> str:
+    "How errors name a section of `params`: `params.yaml:train`."
+    return f"{params if isinstance(params, (str, Path)) else getattr(params, 'path', 'params')}:{name}"
+
+BASE_DEFAULTS = dict(seed=42,  # the seed of stand-alone runs (`focusclip-train` without `--seed`); the pipeline's stages take theirs from the train matrix and data.synthetic.seed
+                     device="auto")  # auto | cpu | cuda | cuda:N
+
+def base_params(params:dict|str|Path) -> dict:
+    "The checked `base` section."
+    return section(params, "base", BASE_DEFAULTS)
+
+def read_config(params:dict|str|Path, # the params file (or its contents)
+                **checkers, # section name -> its checker, e.g. `train=train_config`
+               ) -> Config:
+    "Read the params once and check the named sections: the `Config` a stage's functions take."
+    if isinstance(params, Config) and all(k in params for k in checkers): return params
+    raw = load_params(params) if isinstance(params, (str, Path)) else Params(params, getattr(params, "path", "params"))
+    return Config({name: check(raw) for name, check in checkers.items()}, raw.path)
+
+def section(params:dict|str|Path, # a params dict, a `Config` or the path of a params file
             name:str, # the section, e.g. `train`
             defaults:dict, # the section's known keys and defaults
             choices:dict|None=None, # allowed values for some keys
+            open_keys:Sequence[str]=(), # mappings whose keys are free
            ) -> dict:
-    "One checked section of the params."
-    where = f"{params}:{name}" if isinstance(params, (str, Path)) else f"params:{name}"
+    "One checked section of the params (a `Config`'s sections are checked already and come back as they are)."
+    if isinstance(params, Config) and name in params: return params[name]
+    at = where(params, name)
     if isinstance(params, (str, Path)): params = load_params(params)
-    return check_params(params.get(name) or {}, defaults, where, choices)
+    return check_params(params.get(name) or {}, defaults, at, choices, open_keys)
 
 # %% ../nbs/00_config.ipynb #f4910225
 def seed_everything(seed:int=42):
@@ -100,35 +159,9 @@ def flatten(d:dict, prefix:str="") -> dict:
         else: out[key] = v
     return out
 
-# %% ../nbs/00_config.ipynb #c44ea14a
-def _check_preset(preset:dict, params:dict, preset_path, params_path):
-    known = flatten(params)
-    for key in flatten(preset):
-        if key not in known and not any(k.startswith(key + ".") for k in known) \
-           and not any(key.startswith(k + ".") and isinstance(v, dict) for k, v in known.items()):
-            raise ParamsError(f"{preset_path}: key {key!r} is not in {params_path}")
-
-def preset_args(preset_path:str|Path, # a preset YAML of overrides
-                params_path:str|Path="params.yaml", # the params file the overrides apply to
-               ) -> list[str]:
-    "`dvc exp run` arguments (`-S key=value`) for a preset, checked against the params file."
-    preset, params = load_params(preset_path), load_params(params_path)
-    _check_preset(preset, params, preset_path, params_path)
-    args = []
-    for k, v in flatten(preset).items(): args += ["-S", f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"]
-    return args
-
 # %% ../nbs/00_config.ipynb #85a8f751
 def merge(base:dict, over:dict) -> dict:
     "Deep-merge `over` into a copy of `base`."
     out = dict(base)
     for k, v in over.items(): out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
-
-def apply_preset(preset_path:str|Path, params_path:str|Path="params.yaml") -> dict:
-    "Write a preset's overrides into the params file; returns the merged params."
-    preset, params = load_params(preset_path), load_params(params_path)
-    _check_preset(preset, params, preset_path, params_path)
-    merged = merge(params, preset)
-    Path(params_path).write_text(f"# params with preset {Path(preset_path).name} applied\n" + yaml.safe_dump(merged, sort_keys=False))
-    return merged

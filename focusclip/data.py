@@ -14,11 +14,11 @@ import numpy as np
 __all__ = ['MPII_JOINTS', 'N_JOINTS', 'FACE_VISIBLE', 'MPII_FRAME', 'MPII_URLS', 'MPII_ANNOTATION_FILE', 'MPII_CSV_JOINTS',
            'COCO_KEYPOINTS', 'COCO_TO_MPII', 'NECK_AT', 'HEAD_TOP_AT', 'READERS', 'DATA_DEFAULTS', 'DATA_CHOICES',
            'RecordError', 'Person', 'Record', 'head_fraction', 'face_visible', 'validate_record', 'record_from_dict',
-           'write_jsonl', 'iter_jsonl', 'read_jsonl', 'image_path', 'records_to_dataset', 'dataset_to_records',
-           'image_size', 'assumed_size', 'read_mpii_mat', 'make_mini_mpii_mat', 'DownloadError', 'file_digest',
-           'verify_checksum', 'download_file', 'RangeFileServer', 'extract_archive', 'download_mpii', 'read_mpii_csv',
-           'read_mpii_h5', 'read_mpii_json', 'coco_to_mpii', 'read_coco', 'read_records', 'rebase_images',
-           'prepare_mpii', 'to_8bit', 'open_rgb']
+           'write_jsonl', 'iter_jsonl', 'read_jsonl', 'image_path', 'check_frame_size', 'records_to_dataset',
+           'dataset_to_records', 'image_size', 'assumed_size', 'read_mpii_mat', 'make_mini_mpii_mat', 'DownloadError',
+           'file_digest', 'verify_checksum', 'download_file', 'RangeFileServer', 'extract_archive', 'download_mpii',
+           'read_mpii_csv', 'read_mpii_h5', 'read_mpii_json', 'coco_to_mpii', 'read_coco', 'read_records',
+           'rebase_images', 'write_descriptions', 'load_descriptions', 'prepare_mpii', 'to_8bit', 'open_rgb']
 
 # %% ../nbs/01_data.ipynb #648c6a9e
 MPII_JOINTS = ("r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
@@ -155,6 +155,18 @@ def image_path(rec:Record, # a record
     "The absolute path of a record's image."
     p = Path(rec.image)
     return p if p.is_absolute() else Path(root)/p
+
+def check_frame_size(rec:Record, # a record
+                     path:str|Path, # its image file
+                    ):
+    "Compare a record's frame size with its image file's (the header only): joints and heatmaps are in the record's pixels, so a mismatch would misalign them."
+    from PIL import Image
+    path = Path(path)
+    if not path.exists(): return  # the loader names the missing file
+    with Image.open(path) as im: w, h = im.size
+    if (w, h) != (rec.width, rec.height):
+        raise ValueError(f"{path}: the image is {w}x{h} but record {rec.id!r} says {rec.width}x{rec.height}: its joints and heatmap "
+                         f"would not line up (converted without its images? convert again with the images folder so sizes are read from the files)")
 
 # %% ../nbs/01_data.ipynb #febe209d
 def records_to_dataset(records:Iterable[Record]):
@@ -761,9 +773,34 @@ def rebase_images(records:list[Record], # records whose image paths are absolute
     for r in records: r.image = os.path.relpath(os.path.abspath(r.image), base)
     return records
 
+# %% ../nbs/01_data.ipynb #4894cf1b
+def write_descriptions(rows:list[dict], path:str|Path) -> Path:
+    "Write description rows (`id`, `text`, `backend`, `model`, `n`) as JSON Lines, atomically."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w") as f:
+        for r in rows: f.write(json.dumps({k: r[k] for k in ("id", "text", "backend", "model", "n")}, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+def load_descriptions(path:str|Path) -> dict[str, list[str]]:
+    "Descriptions per record id, in `n` order; errors name the file and line."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"{path}: descriptions file not found (run the describe stage)")
+    out: dict[str, list] = {}
+    with path.open() as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip(): continue
+            try: d = json.loads(line)
+            except json.JSONDecodeError as e: raise ValueError(f"{path}:{i}: not valid JSON: {e}") from e
+            if not isinstance(d, dict) or not isinstance(d.get("id"), str) or not isinstance(d.get("text"), str) or not d["text"].strip():
+                raise ValueError(f"{path}:{i}: expected an object with a string 'id' and a non-empty 'text'")
+            out.setdefault(d["id"], []).append((d.get("n", 0), d["text"]))
+    return {k: [t for _, t in sorted(v, key=lambda x: x[0])] for k, v in out.items()}
+
 # %% ../nbs/01_data.ipynb #2435ae53
 DATA_DEFAULTS = dict(source="synthetic", out_dir="data/records",
-                     synthetic={},  # checked against focusclip.synth.SYNTH_DEFAULTS by `synth.generate_from_params`
+                     synthetic={},  # the generator's settings: focusclip.synth.SYNTH_DEFAULTS (`synth.data_params` checks the section)
                      mpii=dict(root="data/mpii", download=False, people="all", val_fraction=0.05))
 DATA_CHOICES = dict(source=("synthetic", "mpii"))
 

@@ -13,18 +13,18 @@ from typing import Iterable, Protocol
 from urllib.parse import urlparse
 import numpy as np
 from .config import check_params, section
-from .data import MPII_JOINTS, N_JOINTS, Person, Record, read_jsonl
+from .data import MPII_JOINTS, N_JOINTS, Person, Record, read_jsonl, write_descriptions, load_descriptions
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'DESCRIBE_DEFAULTS', 'DESCRIBE_CHOICES', 'PROMPT_KEYS', 'J', 'LIMBS', 'NUMBERS', 'KEY_FIELDS', 'LOOPBACK',
-           'BACKENDS', 'POSE_WORDS', 'describe_params', 'DescribeError', 'load_template', 'activity_label',
+           'HUB_LLMS', 'BACKENDS', 'POSE_WORDS', 'describe_params', 'DescribeError', 'load_template', 'activity_label',
            'user_payload', 'build_messages', 'bend_angle', 'from_vertical', 'bend_word', 'pose_facts', 'describe_rules',
            'record_from_payload', 'request_key', 'ReplyCache', 'api_key_for', 'redact', 'request_seed', 'cost_usd',
-           'Job', 'DescribeResult', 'openai_jobs', 'MalformedReply', 'parse_reply', 'describe_openai', 'describe_hub',
-           'Describer', 'describe_rules_backend', 'describe_records', 'write_descriptions', 'load_descriptions',
-           'top_pose_phrases', 'describe_metrics', 'plot_description_lengths', 'run_describe']
+           'Job', 'DescribeResult', 'openai_jobs', 'MalformedReply', 'parse_reply', 'describe_openai', 'caption_llm',
+           'describe_hub', 'Describer', 'describe_rules_backend', 'describe_records', 'top_pose_phrases',
+           'describe_metrics', 'plot_description_lengths', 'run_describe']
 
 # %% ../nbs/04_describe.ipynb #fa9cf6a7
 DESCRIBE_DEFAULTS = dict(
@@ -61,8 +61,9 @@ def describe_params(params:dict|str|Path="params.yaml", # a params dict or the p
                     **overrides, # values that replace those of the file
                    ) -> dict:
     "The checked `describe` section merged over `DESCRIBE_DEFAULTS`."
-    p = section(params, "describe", DESCRIBE_DEFAULTS, DESCRIBE_CHOICES)
-    return check_params({**p, **overrides}, DESCRIBE_DEFAULTS, "describe", DESCRIBE_CHOICES)
+    from focusclip.config import Config
+    p = params["describe"] if isinstance(params, Config) else section(params, "describe", DESCRIBE_DEFAULTS, DESCRIBE_CHOICES)
+    return check_params({**p, **overrides}, DESCRIBE_DEFAULTS, "describe", DESCRIBE_CHOICES) if overrides else p
 
 # %% ../nbs/04_describe.ipynb #c2318c19
 class DescribeError(RuntimeError):
@@ -559,38 +560,60 @@ def describe_openai(records:list[Record], p:dict, cache:ReplyCache|None=None, pr
     return DescribeResult(rows, failed, stats)
 
 # %% ../nbs/04_describe.ipynb #dda4952d
+HUB_LLMS = ("gpt-3.5-turbo-legacy", "gpt-3.5-turbo", "gpt-4", "llama-2")  # the released dataset's configurations, one folder each
+
+def caption_llm(files:list, # the data files a split is read from
+                config:str, # the configuration it was loaded as
+               ) -> str:
+    "The LLM that wrote a split's captions: the LLM folder its data files sit in, else the configuration's name."
+    for f in files:
+        for part in reversed(Path(str(f)).parts[:-1]):
+            if part in HUB_LLMS: return part
+    return config
+
+def _split_files(source:str, config:str, split:str) -> list:
+    "The data files of a split as the dataset card declares them (`configs: data_files`); [] when it declares none."
+    import datasets
+    try: files = datasets.load_dataset_builder(source, config).config.data_files or {}
+    except Exception: return []
+    return [str(f) for f in files.get(split, [])]
+
 def _load_hub_split(source:str, config:str, split:str):
+    "One split of the released dataset (a Hub id, or a local folder of the same shape) and the files it came from."
     import datasets
     src = Path(source)
     if src.exists():
         for d in (src / config, src):
             if (d / "dataset_dict.json").exists():
                 dd = datasets.load_from_disk(str(d))
-                return dd[split] if split in dd else None
+                return (dd[split], [str(d / split)]) if split in dd else (None, [])
         for name in ([split] + (["val"] if split == "validation" else [])):
             f = src / config / f"{name}.json"
-            if f.exists(): return datasets.load_dataset("json", data_files=str(f), split="train")
-        return None
-    try: return datasets.load_dataset(source, config, split=split)
+            if f.exists(): return datasets.load_dataset("json", data_files=str(f), split="train"), [str(f)]
+        if not (src / "README.md").exists(): return None, []
+    try: return datasets.load_dataset(source, config, split=split), _split_files(source, config, split)
     except ValueError as e:
-        if "split" in str(e).lower(): return None
+        if "split" in str(e).lower(): return None, []
         raise DescribeError(f"{source} ({config}/{split}): could not load the dataset: {e}") from e
     except (OSError, ConnectionError) as e:
         raise DescribeError(f"{source} ({config}/{split}): could not load the dataset (offline? HF_HUB_OFFLINE is "
                             f"{os.environ.get('HF_HUB_OFFLINE', 'unset')}): {e}") from e
 
 def describe_hub(records:list[Record], p:dict) -> DescribeResult:
-    "Descriptions from the released dataset (or a local copy of the same shape), joined by image name."
+    "Descriptions from the released dataset (or a local copy of the same shape), joined by image name; each row's `model` is the LLM that wrote it."
     by_name: dict[str, list[Record]] = {}
     for r in records: by_name.setdefault(Path(r.image).name, []).append(r)
     texts: dict[str, list[str]] = {}
-    stats = dict(hub_rows=0, hub_unmatched_rows=0, hub_empty_rows=0, splits_loaded=[])
+    stats = dict(hub_rows=0, hub_unmatched_rows=0, hub_empty_rows=0, splits_loaded=[], caption_llm={})
     configs = [c.strip() for c in p["hub_config"].split(",") if c.strip()]
     for cfg in configs:
         for split in p["hub_splits"]:
-            ds = _load_hub_split(p["hub_dataset"], cfg, split)
+            ds, files = _load_hub_split(p["hub_dataset"], cfg, split)
             if ds is None: continue
             stats["splits_loaded"].append(f"{cfg}/{split}")
+            llm = stats["caption_llm"][f"{cfg}/{split}"] = caption_llm(files, cfg)
+            if llm != cfg: log.warning("describe: %s configuration %r: its %s split holds captions written by %s (%s)",
+                                       p["hub_dataset"], cfg, split, llm, ", ".join(files))
             for col in (p["hub_image_column"], p["hub_text_column"]):
                 if col not in ds.column_names:
                     raise DescribeError(f"{p['hub_dataset']} ({cfg}/{split}): no column {col!r}; columns are {ds.column_names} "
@@ -600,14 +623,14 @@ def describe_hub(records:list[Record], p:dict) -> DescribeResult:
                 name = Path(str(img)).name
                 if name not in by_name: stats["hub_unmatched_rows"] += 1; continue
                 if not isinstance(text, str) or not text.strip(): stats["hub_empty_rows"] += 1; continue
-                for r in by_name[name]: texts.setdefault(r.id, []).append((cfg, text.strip()))
+                for r in by_name[name]: texts.setdefault(r.id, []).append((llm, text.strip()))
     if not stats["splits_loaded"]:
         raise DescribeError(f"{p['hub_dataset']}: none of the splits {p['hub_splits']} found for configuration(s) {configs}")
     rows, failures = [], []
     for r in records:
         got = texts.get(r.id, [])[: p["per_image"]]
         if not got: failures.append(dict(id=r.id, n=0, reason=f"no description for image {Path(r.image).name!r}"))
-        for n, (cfg, t) in enumerate(got): rows.append(dict(id=r.id, text=t, backend="hub", model=cfg, n=n))
+        for n, (llm, t) in enumerate(got): rows.append(dict(id=r.id, text=t, backend="hub", model=llm, n=n))
     stats["records_without_description"] = len(failures)
     return DescribeResult(rows, failures, stats)
 
@@ -643,31 +666,6 @@ def describe_records(records:list[Record], # the images to describe
     finally:
         if own: c.close()
 
-# %% ../nbs/04_describe.ipynb #4894cf1b
-def write_descriptions(rows:list[dict], path:str|Path) -> Path:
-    "Write description rows as JSON Lines, atomically."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as f:
-        for r in rows: f.write(json.dumps({k: r[k] for k in ("id", "text", "backend", "model", "n")}, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
-
-def load_descriptions(path:str|Path) -> dict[str, list[str]]:
-    "Descriptions per record id, in `n` order; errors name the file and line."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"{path}: descriptions file not found (run the describe stage)")
-    out: dict[str, list] = {}
-    with path.open() as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip(): continue
-            try: d = json.loads(line)
-            except json.JSONDecodeError as e: raise DescribeError(f"{path}:{i}: not valid JSON: {e}") from e
-            if not isinstance(d, dict) or not isinstance(d.get("id"), str) or not isinstance(d.get("text"), str) or not d["text"].strip():
-                raise DescribeError(f"{path}:{i}: expected an object with a string 'id' and a non-empty 'text'")
-            out.setdefault(d["id"], []).append((d.get("n", 0), d["text"]))
-    return {k: [t for _, t in sorted(v, key=lambda x: x[0])] for k, v in out.items()}
-
 # %% ../nbs/04_describe.ipynb #1db680c8
 POSE_WORDS = {"arm", "arms", "leg", "legs", "knee", "knees", "elbow", "elbows", "hand", "hands", "foot", "feet", "torso", "head",
               "bent", "straight", "raised", "sitting", "standing", "lying", "kneeling", "crouching", "leaning", "upright", "stretched"}
@@ -698,7 +696,7 @@ def describe_metrics(res:DescribeResult, p:dict, n_records:int) -> dict:
              mean_length_chars=round(float(np.mean([len(r["text"]) for r in res.rows])), 1) if words else 0.0)
     if s.get("cost_note"): m["cost_note"] = s["cost_note"]
     if s.get("errors"): m["errors"] = s["errors"]
-    for k in ("hub_rows", "hub_unmatched_rows", "hub_empty_rows", "records_without_description"):
+    for k in ("hub_rows", "hub_unmatched_rows", "hub_empty_rows", "records_without_description", "caption_llm"):
         if k in s: m[k] = s[k]
     if res.failures: m["failure_examples"] = [f"{f['id']}#{f['n']}: {f['reason']}" for f in res.failures[:5]]
     return m
@@ -720,12 +718,12 @@ def plot_description_lengths(rows:list[dict], path:str|Path, k:int=12) -> Path:
     return path
 
 # %% ../nbs/04_describe.ipynb #e9ca4d28
-def run_describe(params_path:str|Path="params.yaml", # the params file
+def run_describe(params:dict|str|Path="params.yaml", # a `Config`, params dict or file
                  progress:bool=True, # show a progress bar
                  **overrides, # values that replace those of the `describe` section
                 ) -> dict:
     "The describe stage: descriptions, cache, metrics and figure; returns the metrics."
-    p = describe_params(params_path, **overrides)
+    p = describe_params(params, **overrides)
     records = read_jsonl(p["records"])
     out = Path(p["out_dir"])
     t0 = time.time()

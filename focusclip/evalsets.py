@@ -441,9 +441,10 @@ def synthetic_tasks(records_path:str|Path, # the records file (data/records/reco
                     by_shot:bool=True, # emotion on images with a visible face (`focusclip.data.face_visible`), activity and age on the others; False: every task on every image
                    ) -> list[EvalSet]:
     "One `EvalSet` per task (named `synthetic`) from a split of the embedded dataset."
-    from focusclip.data import read_jsonl, image_path
+    from focusclip.data import read_jsonl, image_path, check_frame_size
     path = Path(records_path); allrecs = read_jsonl(path)
     recs = [r for r in allrecs if r.split == split]
+    for r in recs: check_frame_size(r, image_path(r, path.parent))
     if not recs: raise ValueError(f"{path}: no records in split {split!r} (splits present: {sorted({r.split for r in allrecs})})")
     get = lambda r, t: r.activity if t == "activity" else r.labels.get(t)
     known = {**_synth_classes(), **(classes or {})}

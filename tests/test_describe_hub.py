@@ -83,3 +83,22 @@ def test_hub_id_offline_is_a_clear_error(tmp_path):
     "The released dataset by its Hub id: offline (as here) the error names the dataset, configuration and split."
     with pytest.raises(DescribeError, match=r"saifkhichi96/mpii-human-pose-captions \(gpt-4/train\): could not load the dataset"):
         describe_records(recs(2), "hub")
+
+
+def test_dataset_card_configs_report_which_llm_wrote_each_split(tmp_path, caplog):
+    "A folder shaped like the released repository: its card builds gpt-4's validation split from the gpt-3.5-turbo file."
+    root = tmp_path / "mpii-human-pose-captions"
+    for llm, split, names in (("gpt-4", "train", range(4)), ("gpt-3.5-turbo", "val", (4, 5)), ("gpt-3.5-turbo", "train", range(4))):
+        (root / llm).mkdir(parents=True, exist_ok=True)
+        (root / llm / f"{split}.json").write_text(json.dumps(rows([f"{i:09d}.jpg" for i in names], llm)))
+    (root / "README.md").write_text(
+        "---\nconfigs:\n- config_name: gpt-4\n  data_files:\n  - split: train\n    path: gpt-4/train.json\n"
+        "  - split: validation\n    path: gpt-3.5-turbo/val.json\n- config_name: gpt-3.5-turbo\n  data_files:\n"
+        "  - split: train\n    path: gpt-3.5-turbo/train.json\n  - split: validation\n    path: gpt-3.5-turbo/val.json\n---\n")
+    with caplog.at_level("WARNING", logger="focusclip.describe"):
+        res = describe_records(recs(6), "hub", hub_dataset=str(root), hub_config="gpt-4", per_image=1)
+    assert res.stats["caption_llm"] == {"gpt-4/train": "gpt-4", "gpt-4/validation": "gpt-3.5-turbo"}
+    by_id = {r["id"]: r for r in res.rows}
+    assert by_id["mpii_0"]["model"] == "gpt-4" and by_id["mpii_4"]["model"] == "gpt-3.5-turbo"
+    assert by_id["mpii_4"]["text"] == "gpt-3.5-turbo description of 000000004.jpg"
+    assert "'gpt-4': its validation split holds captions written by gpt-3.5-turbo" in caplog.text

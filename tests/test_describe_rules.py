@@ -151,7 +151,7 @@ def test_rules_backend_rows_and_file(tmp_path):
     assert d["r1"][1] == describe_rules(recs[1], 1, 42)
     with pytest.raises(DescribeError, match="record ids must be unique"): describe_records(recs + recs[:1], "rules")
     path.write_text(path.read_text() + "{oops\n")
-    with pytest.raises(DescribeError, match=r"d.jsonl:7: not valid JSON"): load_descriptions(path)
+    with pytest.raises(ValueError, match=r"d.jsonl:7: not valid JSON"): load_descriptions(path)
     with pytest.raises(FileNotFoundError, match="descriptions file not found"): load_descriptions(tmp_path / "none.jsonl")
 
 

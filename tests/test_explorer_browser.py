@@ -45,7 +45,7 @@ def _write_inputs(nbdir: Path):
                            people=[Person(j[p].tolist(), v[p].tolist(), scale=float(s[p])) for p in range(n)]))
     write_jsonl(recs, nbdir / "records.jsonl")
     code = ("from focusclip.data import read_jsonl\n"
-            "from focusclip.heatmaps import explore\n"
+            "from focusclip.explorer import explore\n"
             "w = explore(read_jsonl('records.jsonl'), '.', size=160)\n"
             "w")
     nb = {"cells": [{"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": code}],

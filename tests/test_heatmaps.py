@@ -7,7 +7,8 @@ from conftest import ROOT
 from focusclip.data import Record, Person, write_jsonl
 from focusclip.heatmaps import (PARTS, PART_NAMES, HEATMAP_DEFAULTS, heatmap, heatmap_reference, person_heatmap,
                                 part_joints, part_ellipses, record_heatmap, records_to_arrays,
-                                heatmaps_torch, highlight, random_people, load_heatmap, write_heatmaps, explore)
+                                heatmaps_torch, highlight, random_people, load_heatmap, write_heatmaps)
+from focusclip.explorer import explore
 
 
 def same(a, b, eps=1e-5):
@@ -276,7 +277,7 @@ def test_real_mpii_frames(shared):
 
 @pytest.mark.slow
 def test_stage_notebook(tmp_path):
-    "The papermill stage on a tiny record set: one PNG per record at params size, and the figure."
+    "The papermill stages on a tiny record set: one PNG per record at params size (stale ones removed), then the figure."
     from PIL import Image
     rng = np.random.default_rng(9)
     (tmp_path / "data/records/images").mkdir(parents=True)
@@ -297,6 +298,9 @@ def test_stage_notebook(tmp_path):
     im = Image.open(tmp_path / "data/heatmaps/img1.png")
     assert im.mode == "L" and im.size == (24, 24)
     np.testing.assert_allclose(load_heatmap(tmp_path / "data/heatmaps/img2.png"), record_heatmap(recs[2], 24, blend="max"), atol=0.5 / 255 + 1e-6)
+    assert not (tmp_path / "results/figures/heatmaps_grid.png").exists()  # the figure is its own stage
+    subprocess.run([sys.executable, "-m", "papermill", "-k", "python3", str(ROOT / "stages/heatmap_figure.ipynb"), "fig.ipynb",
+                    "-p", "params_path", "params.yaml"], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
     assert Image.open(tmp_path / "results/figures/heatmaps_grid.png").size[0] > 100
     (tmp_path / "params.yaml").write_text("heatmaps:\n  parts: [head, tail]\n")
     r = subprocess.run([sys.executable, "-m", "papermill", "-k", "python3", str(ROOT / "stages/heatmaps.ipynb"), "out2.ipynb"],

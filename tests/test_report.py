@@ -85,7 +85,7 @@ def test_report_errors(tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_and_report_stages(tmp_path):
-    "The two stage notebooks under papermill, on a tiny embedded dataset and untrained tiny models (two variants, two seeds)."
+    "The evaluate (one run per variant and seed, and the pretrained towers) and report stage notebooks under papermill, on a tiny embedded dataset and untrained tiny models."
     import torch
     from focusclip.synth import generate
     from focusclip.model import create_model, save_model
@@ -97,8 +97,13 @@ def test_evaluate_and_report_stages(tmp_path):
     (tmp_path / "results/notebooks").mkdir(parents=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     pm = [sys.executable, "-m", "papermill", "-k", "python3", "--cwd", str(tmp_path)]
-    subprocess.run(pm + [str(ROOT / "stages/evaluate.ipynb"), str(tmp_path / "results/notebooks/evaluate.ipynb"),
-                         "-p", "params_path", "params.yaml"], env=env, check=True, capture_output=True, timeout=600)
+    runs = [("clip", 5), ("clip", 6), ("focusclip", 5), ("focusclip", 6), ("pretrained", None)]  # as dvc.yaml's evaluate@ matrix and evaluate_pretrained
+    for v, s in runs:
+        args = ["-p", "variant", v, "-p", "out_path", f"results/eval/{v}.json" if s is None else f"results/eval/{v}_seed_{s}.json"]
+        if s is not None: args += ["-p", "seed", str(s), "-p", "model_dir", f"models/seed_{s}/{v}"]
+        r = subprocess.run(pm + [str(ROOT / "stages/evaluate.ipynb"), str(tmp_path / f"results/notebooks/evaluate_{v}_{s}.ipynb"),
+                                 "-p", "params_path", "params.yaml", *args], env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
     subprocess.run(pm + [str(ROOT / "stages/report.ipynb"), str(tmp_path / "results/notebooks/report.ipynb"), "-p", "params_path", "params.yaml"],
                    env=env, check=True, capture_output=True, timeout=600)
     assert sorted(p.name for p in (tmp_path / "results/eval").glob("*.json")) == sorted([f"{v}_seed_{s}.json" for v in ("clip", "focusclip") for s in (5, 6)] + ["pretrained.json"])

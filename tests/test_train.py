@@ -10,7 +10,7 @@ from conftest import ROOT
 from focusclip.config import ParamsError
 from focusclip.data import read_jsonl
 from focusclip.train import (PoseTextDataset, collate, batch_heatmaps, toy_records, train, train_config, load_checkpoint,
-                             main, TRAIN_DEFAULTS, TRAIN_PRESETS, class_caption)
+                             main, TRAIN_DEFAULTS, class_caption)
 
 
 def toy_params(data: Path, **train_keys) -> dict:
@@ -40,21 +40,26 @@ def toy(tmp_path_factory) -> Path:
 
 
 def test_repo_params_train_section():
-    "The repository's params.yaml train section is valid, keeps both variants, and the cpu preset fills the optimiser keys."
+    "The repository's params.yaml train section is valid, keeps both variants, and sets every optimisation key itself."
     cfg = train_config(ROOT / "params.yaml")
     assert cfg["variants"] == ["clip", "focusclip"]
-    for k in TRAIN_PRESETS["cpu"]: assert cfg[k] is not None, k
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert set(p["train"]) <= set(TRAIN_DEFAULTS)
+    for k in ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs", "grad_clip", "schedule", "warmup_steps", "loss", "temperature"):
+        assert p["train"][k] is not None and p["train"][k] == cfg[k], k
 
 
-def test_preset_overrides_and_errors(tmp_path):
-    c = train_config({"train": {"preset": "paper", "batch_size": 8}})
-    assert (c["optimizer"], c["lr"], c["batch_size"], c["epochs"], c["schedule"]) == ("sgd", 5e-4, 8, 64, "constant")
+def test_train_section_errors(tmp_path):
+    c = train_config({"train": {"optimizer": "sgd", "batch_size": 8}})
+    assert (c["optimizer"], c["lr"], c["batch_size"], c["epochs"], c["schedule"]) == ("sgd", 1e-3, 8, 4, "cosine")
     p = tmp_path / "params.yaml"; p.write_text("train:\n  batch_size: 0\n")
     with pytest.raises(ParamsError, match=r"params.yaml:train.batch_size: must be >= 1"): train_config(p)
     p.write_text("train:\n  variants: [clip, blip]\n")
     with pytest.raises(ParamsError, match=r"unknown variant\(s\) \['blip'\]"): train_config(p)
+    p.write_text("train:\n  optimizer: adam\n")
+    with pytest.raises(ParamsError, match=r"params.yaml:train.optimizer: 'adam' is not one of"): train_config(p)
+    p.write_text("train:\n  preset: paper\n")
+    with pytest.raises(ParamsError, match=r"params.yaml:train: unknown key\(s\) \['preset'\]"): train_config(p)
 
 
 def test_precomputed_heatmaps_match_on_the_fly(toy):
@@ -165,3 +170,18 @@ def test_bf16_autocast_path_runs_on_cpu(toy, tmp_path):
     "The mixed-precision path (bf16 autocast, the GPU default) also runs on CPU; the loss is computed in fp32."
     s = train(toy_params(toy, epochs=1, precision="bf16"), "focusclip", progress=False, **outs(tmp_path))
     assert s["precision"] == "bf16" and np.isfinite(s["final_loss"])
+
+
+def test_record_frame_size_checked_against_the_image(toy, tmp_path):
+    "A record whose frame size is not its image's (converted without its images) stops training and evaluation, naming both."
+    from focusclip.data import write_jsonl, image_path
+    from focusclip.evalsets import synthetic_tasks
+    recs = read_jsonl(toy / "records.jsonl")
+    recs[0].width, recs[0].height = 1280, 720  # what a conversion without the images assumes
+    for r in recs: r.image = str(image_path(r, toy))
+    bad = tmp_path / "records.jsonl"; write_jsonl(recs, bad)
+    with pytest.raises(ValueError, match=r"toy0000.png: the image is 48x48 but record 'toy0000' says 1280x720"):
+        train(toy_params(toy, records=str(bad), heatmaps="on_the_fly"), "clip", progress=False, **outs(tmp_path))
+    recs[0].split = "test"; write_jsonl(recs, bad)
+    with pytest.raises(ValueError, match=r"the image is 48x48 but record 'toy0000' says 1280x720"):
+        synthetic_tasks(bad, split="test", tasks=("activity",), by_shot=False)

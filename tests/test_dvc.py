@@ -1,0 +1,156 @@
+"""The DVC pipeline's declarations: every stage depends on the modules it imports and on the keys it reads, and no more.
+
+The status tests run on a copy of the pipeline whose outputs are placeholders recorded with `dvc commit` (what a
+reproduced pipeline looks like to `dvc status`, in seconds instead of minutes), then change one parameter each."""
+import ast, json, os, shutil, subprocess, sys
+from pathlib import Path
+import pytest
+import yaml
+from conftest import ROOT
+
+DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+STAGES = DVC_YAML["stages"]
+NOT_IN_PIPELINE = ("focusclip/explorer.py", "focusclip/fakellm.py", "focusclip/pipeline.py", "focusclip/cli.py")
+
+
+def _imports(src: str, package: str = "focusclip") -> set:
+    "focusclip modules imported anywhere in `src` (top level or inside functions)."
+    out = set()
+    for n in ast.walk(ast.parse(src)):
+        if isinstance(n, ast.ImportFrom):
+            if n.level and n.module: out.add(f"{package}.{n.module}")
+            elif n.module and n.module.startswith("focusclip"):
+                out.add(n.module)
+                if n.module == "focusclip": out |= {f"focusclip.{a.name}" for a in n.names}
+        elif isinstance(n, ast.Import): out |= {a.name for a in n.names if a.name.startswith("focusclip.")}
+    return out - {"focusclip"}
+
+
+def module_closure(notebook: Path) -> set:
+    "The files of every focusclip module a stage notebook imports, directly or through other modules."
+    cells = json.loads(notebook.read_text())["cells"]
+    todo, seen = list(_imports("\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code"))), set()
+    while todo:
+        m = todo.pop()
+        if m in seen: continue
+        seen.add(m)
+        path = ROOT / (m.replace(".", "/") + ".py")
+        assert path.exists(), f"{notebook.name} imports {m}, which has no file"
+        todo += _imports(path.read_text())
+    return {m.replace(".", "/") + ".py" for m in seen}
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_stage_depends_on_exactly_the_modules_it_imports(name):
+    st = STAGES[name]
+    nb = next(d for d in st["deps"] if d.startswith("stages/"))
+    assert nb in st["cmd"], f"{name}: runs a notebook it does not depend on"
+    declared = {d for d in st["deps"] if d.startswith("focusclip/") and d.endswith(".py")}
+    imported = module_closure(ROOT / nb)
+    assert imported - declared == set(), f"{name} imports modules it does not depend on: {sorted(imported - declared)}"
+    assert declared - imported == set(), f"{name} depends on modules it never imports: {sorted(declared - imported)}"
+    assert not set(NOT_IN_PIPELINE) & declared
+
+
+def test_training_curves_declared_as_plots_for_every_run():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
+    runs = {f"results/train/seed_{s}/{v}" for s in params["seeds"] for v in params["variants"]}
+    for plot in DVC_YAML["plots"]:
+        (pid, props), = plot.items()
+        assert props["x"] == "step"
+        assert {str(Path(f).parents[3]) for f in props["y"]} == runs, pid
+        for f, col in props["y"].items(): assert Path(f).stem == col
+
+
+# ---- dvc status on a committed copy ----------------------------------------------------------------
+
+def dvc(cwd: Path, *args, check=True) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True,
+                       env=dict(os.environ, DVC_NO_ANALYTICS="1"))
+    if check: assert r.returncode == 0, f"dvc {' '.join(args)}: {r.stdout}\n{r.stderr}"
+    return r
+
+
+def _placeholder(path: Path):
+    "A file (its name has a suffix) or a folder with one file, standing for a stage's output."
+    if path.exists(): return
+    if path.suffix: path.parent.mkdir(parents=True, exist_ok=True); path.write_text(f"{path.name}\n")
+    else: path.mkdir(parents=True, exist_ok=True); (path / "placeholder.txt").write_text(f"{path.name}\n")
+
+
+def _outs(st: dict, item: dict) -> list:
+    paths = []
+    for key in ("outs", "metrics", "plots"):
+        for o in st.get(key, []):
+            p = o if isinstance(o, str) else next(iter(o))
+            for k, v in item.items(): p = p.replace(f"${{item.{k}}}", str(v))
+            paths.append(p)
+    return paths
+
+
+@pytest.fixture()
+def committed(tmp_path) -> Path:
+    "A copy of the pipeline (code, notebooks, params) with placeholder outputs, all recorded in dvc.lock."
+    work = tmp_path / "repo"; work.mkdir()
+    for f in ("dvc.yaml", "params.yaml"): shutil.copy(ROOT / f, work / f)
+    shutil.copytree(ROOT / "stages", work / "stages")
+    shutil.copytree(ROOT / "focusclip", work / "focusclip", ignore=shutil.ignore_patterns("__pycache__"))
+    dvc(work, "init", "--no-scm", "-q")
+    train = yaml.safe_load((work / "params.yaml").read_text())["train"]
+    for name, st in STAGES.items():
+        items = [dict(variant=v, seed=s) for v in train["variants"] for s in train["seeds"]] if "matrix" in st else [{}]
+        for item in items:
+            for p in _outs(st, item): _placeholder(work / p)
+    dvc(work, "commit", "-f", "-q")
+    return work
+
+
+def stale(work: Path) -> set:
+    "The stages `dvc status` reports as changed."
+    out = json.loads(dvc(work, "status", "--json").stdout or "{}")
+    return {k.split(":")[-1] for k in out}
+
+
+def edit_params(work: Path, fn):
+    p = yaml.safe_load((work / "params.yaml").read_text()); fn(p)
+    (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+def test_committed_copy_is_up_to_date(committed):
+    assert stale(committed) == set()
+
+
+def test_adding_a_seed_stales_only_that_seeds_stages(committed):
+    edit_params(committed, lambda p: p["train"]["seeds"].append(45))
+    assert stale(committed) == {"train@clip-45", "train@focusclip-45", "evaluate@clip-45", "evaluate@focusclip-45"}
+
+
+def test_heatmap_alpha_stales_only_the_figure(committed):
+    edit_params(committed, lambda p: p["heatmaps"].update(alpha=0.3))
+    assert stale(committed) == {"heatmap_figure"}
+
+
+def test_base_seed_stales_nothing_the_matrix_seeds(committed):
+    edit_params(committed, lambda p: p["base"].update(seed=7))
+    assert stale(committed) == {"evaluate_pretrained"}  # the untrained towers' projection heads; every trained run has its own seed
+
+
+def test_code_no_stage_runs_reruns_nothing(committed):
+    with open(committed / "focusclip/explorer.py", "a") as f: f.write("\n# an edit\n")
+    with open(committed / "focusclip/fakellm.py", "a") as f: f.write("\n# an edit\n")
+    assert stale(committed) == set()
+    with open(committed / "focusclip/describe.py", "a") as f: f.write("\n# an edit\n")
+    assert stale(committed) == {"describe"}  # training reads descriptions.jsonl, not the describers
+
+
+def test_push_to_and_pull_from_a_local_remote(committed, tmp_path):
+    store = tmp_path / "store"
+    dvc(committed, "remote", "add", "-d", "local", str(store))
+    dvc(committed, "push", "-q")
+    assert any(store.rglob("*")), "nothing pushed"
+    for d in ("data/records", "data/heatmaps", "data/features", "models"): shutil.rmtree(committed / d)  # the cached outputs
+    (committed / "data/descriptions/descriptions.jsonl").unlink(); shutil.rmtree(committed / ".dvc" / "cache")
+    dvc(committed, "pull", "-q")
+    assert (committed / "data/records/placeholder.txt").read_text() == "records\n"
+    assert (committed / "data/descriptions/descriptions.jsonl").read_text() == "descriptions.jsonl\n"
+    assert stale(committed) == set()
