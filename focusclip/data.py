@@ -764,8 +764,9 @@ def rebase_images(records:list[Record], # records whose image paths are absolute
 # %% ../nbs/01_data.ipynb #2435ae53
 DATA_DEFAULTS = dict(source="synthetic", out_dir="data/records",
                      synthetic={},  # checked against focusclip.synth.SYNTH_DEFAULTS by `synth.generate_from_params`
-                     mpii=dict(root="data/mpii", download=False, people="all", val_fraction=0.05))
-DATA_CHOICES = dict(source=("synthetic", "mpii"))
+                     mpii=dict(root="data/mpii", download=False, people="all", val_fraction=0.05),
+                     images={})  # a folder of photos, people estimated: checked against focusclip.pose.IMAGES_DEFAULTS by `pose.prepare_images_from_params`
+DATA_CHOICES = dict(source=("synthetic", "mpii", "images"))
 
 # %% ../nbs/01_data.ipynb #ba9fee4a
 def _val_split(rec_id:str, fraction:float) -> bool:

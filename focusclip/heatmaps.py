@@ -11,11 +11,11 @@ import numpy as np
 from .data import MPII_JOINTS, N_JOINTS, Record, image_path, open_rgb
 
 # %% auto #0
-__all__ = ['PARTS', 'PART_NAMES', 'ZERO_EXTENT', 'BLENDS', 'WINDOW', 'HEATMAP_DEFAULTS', 'HEATMAP_CHOICES', 'part_joints',
-           'heatmap_reference', 'part_ellipses', 'heatmap', 'person_heatmap', 'random_people', 'record_arrays',
-           'record_heatmap', 'heatmaps_torch', 'records_to_arrays', 'highlight', 'heatmap_params', 'heatmap_options',
-           'to_uint8', 'save_heatmap', 'load_heatmap', 'write_heatmaps', 'load_image', 'colorize', 'heatmap_grid',
-           'explore']
+__all__ = ['PARTS', 'PART_NAMES', 'ZERO_EXTENT', 'BLENDS', 'WINDOW', 'HEATMAP_DEFAULTS', 'HEATMAP_CHOICES', 'SKELETON',
+           'PERSON_COLORS', 'part_joints', 'heatmap_reference', 'part_ellipses', 'heatmap', 'person_heatmap',
+           'random_people', 'record_arrays', 'record_heatmap', 'heatmaps_torch', 'records_to_arrays', 'highlight',
+           'heatmap_params', 'heatmap_options', 'to_uint8', 'save_heatmap', 'load_heatmap', 'write_heatmaps',
+           'load_image', 'colorize', 'heatmap_grid', 'draw_joints', 'explore', 'explore_folder']
 
 # %% ../nbs/03_heatmaps.ipynb #77498802
 PARTS = {
@@ -463,6 +463,31 @@ def heatmap_grid(records:Sequence[Record], # records to show (a few)
     fig.tight_layout()
     return fig
 
+# %% ../nbs/03_heatmaps.ipynb #d3d956c8
+SKELETON = ((0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9), (7, 12), (12, 11), (11, 10),
+            (7, 13), (13, 14), (14, 15))  # MPII joint pairs joined by a limb
+PERSON_COLORS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+                 (240, 50, 230), (210, 245, 60))
+
+def draw_joints(img:np.ndarray, # (H, W, 3) uint8: the record's image at any size
+                rec:Record, # its people, joints in the record's pixels
+                radius:float|None=None, # dot radius in the image's pixels; None: from its size
+               ) -> np.ndarray:
+    "A copy of the image with each person's skeleton: limbs between visible joints, visible joints filled, the others hollow."
+    from PIL import Image, ImageDraw
+    out = Image.fromarray(np.ascontiguousarray(np.asarray(img)[..., :3]).astype(np.uint8)); d = ImageDraw.Draw(out)
+    s = np.array([out.width / rec.width, out.height / rec.height])
+    r = radius if radius is not None else max(1.5, 0.008 * max(out.size))
+    for k, p in enumerate(rec.people):
+        col = PERSON_COLORS[k % len(PERSON_COLORS)]
+        placed = ~(p.array == -1).all(1); vis = (np.asarray(p.visible) > 0) & placed; xy = p.array * s
+        for a, b in SKELETON:
+            if vis[a] and vis[b]: d.line([tuple(xy[a]), tuple(xy[b])], fill=col, width=max(1, round(0.8 * r)))
+        for j in np.flatnonzero(placed):
+            (x, y), on = xy[j], vis[j]
+            d.ellipse([x - r, y - r, x + r, y + r], fill=col if on else None, outline=(255, 255, 255) if on else col, width=1)
+    return np.asarray(out)
+
 # %% ../nbs/03_heatmaps.ipynb #c1474e6f
 def _png(arr:np.ndarray) -> bytes:
     from PIL import Image
@@ -474,6 +499,7 @@ def explore(records:Sequence[Record], # records to browse
             parts:Sequence[str]|None=None, # parts switched on at the start; None: all
             person_level:bool=False, blend:str="sum", min_extent:float=0.05, sigma_scale:float=1.0,
             alpha:float=0.5, zero_extent:str="min",
+            joints:bool=False, # also show the photo with the people's joints drawn over it (a `joints` switch)
            ):
     "An ipywidgets explorer of heatmaps and highlighted views; returns the widget (a `VBox`)."
     import ipywidgets as W
@@ -492,6 +518,8 @@ def explore(records:Sequence[Record], # records to browse
     for wd, cls in [(ext, "focusclip-min-extent"), (sig, "focusclip-sigma"), (al, "focusclip-alpha"), (pick, "focusclip-pick")]: wd.add_class(cls)
     hm_img, hi_img = W.Image(format="png"), W.Image(format="png")
     hm_img.add_class("focusclip-heatmap"); hi_img.add_class("focusclip-highlight")
+    ph_img, jt = (W.Image(format="png"), W.Checkbox(value=True, description="joints")) if joints else (None, None)
+    if joints: ph_img.add_class("focusclip-photo")
     info = W.HTML()
     cache = {}
     def render(*_):
@@ -505,11 +533,24 @@ def explore(records:Sequence[Record], # records to browse
                             min_extent=ext.value, zero_extent=zero_extent, sigma_scale=sig.value)
         hm_img.value = _png(colorize(hm))
         hi_img.value = _png(highlight(img, np.nan_to_num(hm), al.value))
+        if joints: ph_img.value = _png(draw_joints(img, rec) if jt.value else img)
         info.value = f"<code>{rec.id}</code>: {len(rec.people)} people, {len(chosen)} parts, heatmap mean {np.nanmean(hm):.3f}, max {np.nanmax(hm) if hm.size else 0:.3f}"
-    for wd in [pick, person, ext, sig, bl, al, *part_btns.values()]: wd.observe(render, names="value")
+    for wd in [pick, person, ext, sig, bl, al, *part_btns.values(), *([jt] if joints else [])]: wd.observe(render, names="value")
     render()
     box = W.VBox([pick, W.HBox(list(part_btns.values()), layout=W.Layout(flex_flow="row wrap")), person, ext, sig, bl, al,
-                  W.HBox([hm_img, hi_img]), info])
-    box.controls = dict(image=pick, parts=part_btns, person_level=person, min_extent=ext, sigma_scale=sig, blend=bl, alpha=al)
-    box.heatmap_image, box.highlight_image, box.info = hm_img, hi_img, info
+                  *([jt] if joints else []), W.HBox(([ph_img] if joints else []) + [hm_img, hi_img]), info])
+    box.controls = dict(image=pick, parts=part_btns, person_level=person, min_extent=ext, sigma_scale=sig, blend=bl, alpha=al,
+                        **({"joints": jt} if joints else {}))
+    box.heatmap_image, box.highlight_image, box.photo_image, box.info = hm_img, hi_img, ph_img, info
     return box
+
+# %% ../nbs/03_heatmaps.ipynb #1b5b45e2
+def explore_folder(folder:str|Path, # a folder of photos without records
+                   labels:str|Path="", # optional CSV of labels (image,activity)
+                   estimator:dict|None=None, # keyword arguments of `focusclip.pose.read_images` (device, min_score, ...)
+                   **kw, # as for `explore`
+                  ):
+    "The explorer on a folder of photos: people estimated (needs `focusclip[pose]`), joints drawn over each photo."
+    from focusclip.pose import read_images
+    records = read_images(folder, labels, val_fraction=0.0, test_fraction=0.0, progress=False, **(estimator or {}))
+    return explore(records, ".", joints=True, **kw)
