@@ -241,7 +241,8 @@ def describe_photo(path:str|Path, # the photo
 IMAGES_DEFAULTS = dict(root="data/photos", # the folder of photos
                        labels="", # optional CSV: image,activity[,category][,split]
                        val_fraction=0.1, test_fraction=0.2, # split shares when the CSV has no split column
-                       device="cpu", min_score=MIN_SCORE, min_confidence=MIN_CONFIDENCE, max_side=MAX_SIDE)
+                       device="cpu", min_score=MIN_SCORE, min_confidence=MIN_CONFIDENCE, max_side=MAX_SIDE,
+                       cache="data/pose_cache.jsonl") # estimates kept across runs ("" = none); outside the stage's output folder, which DVC empties
 
 def read_labels(path:str|Path, # the CSV
                ) -> dict[str, dict]:
@@ -330,13 +331,14 @@ def read_images(root:str|Path, # the folder of photos
 
 # %% ../nbs/02a_pose.ipynb #a5acdd45
 def prepare_images(root:str|Path, # the folder of photos
-                   out_dir:str|Path, # where `records.jsonl` (and `pose_cache.jsonl`) go
+                   out_dir:str|Path, # where `records.jsonl` goes
                    labels:str|Path="",
+                   cache:str|Path|None=None, # the pose cache to resume from ("" or None: none)
                    **kw, # as for `read_images`
                   ) -> list[Record]:
     "Records of a folder of photos with estimated people, written to `out_dir/records.jsonl`."
     out_dir = Path(out_dir)
-    recs = read_images(root, labels, cache=out_dir / "pose_cache.jsonl", **kw)
+    recs = read_images(root, labels, cache=cache or None, **kw)
     write_jsonl(rebase_images(recs, out_dir), out_dir / "records.jsonl")
     return recs
 

@@ -248,7 +248,8 @@ def test_folder_of_photos_to_records_heatmaps_descriptions(estimator, shared, tm
     Image.new("RGB", (64, 64), (255, 255, 255)).save(photos / "blank.png")
     (photos / "labels.csv").write_text("image,activity,split\n000000000785.jpg,skiing,test\nblank.png,nothing,train\n")
     with pytest.warns(NoPersonWarning, match=r"no person found in 1 of 3 photos \(blank.png\)"):
-        recs = prepare_images_from_params({"root": str(photos), "labels": str(photos / "labels.csv")}, tmp_path / "records", progress=False)
+        recs = prepare_images_from_params({"root": str(photos), "labels": str(photos / "labels.csv"), "cache": str(tmp_path / "pc.jsonl")},
+                                          tmp_path / "records", progress=False)
     back = read_jsonl(tmp_path / "records" / "records.jsonl")
     assert [(r.id, r.activity, r.split, len(r.people)) for r in back] == \
         [("000000000785", "skiing", "test", 1), ("000000040083", "", back[1].split, 2), ("blank", "nothing", "train", 0)]
@@ -257,7 +258,7 @@ def test_folder_of_photos_to_records_heatmaps_descriptions(estimator, shared, tm
     assert record_heatmap(back[1], 32).max() > 0.5 and record_heatmap(back[2], 32).max() == 0
     rows = describe_records(back, backend="rules", per_image=1).rows
     assert len(rows) == 3 and rows[0]["text"] and "skiing" in rows[0]["text"]
-    cache = tmp_path / "records" / "pose_cache.jsonl"
+    cache = tmp_path / "pc.jsonl"
     assert len(cache.read_text().splitlines()) == 3
     again = read_images(photos, photos / "labels.csv", cache=cache, progress=False, model=None)  # all from the cache
     assert [r.people for r in again] == [r.people for r in recs]
@@ -289,3 +290,4 @@ def test_data_stage_with_images_source(estimator, shared, tmp_path, monkeypatch)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     recs = read_jsonl(tmp_path / "data" / "records" / "records.jsonl")
     assert len(recs) == 1 and recs[0].people and (tmp_path / "data" / "records" / recs[0].image).resolve() == (photos / "truck.jpg").resolve()
+    assert len((tmp_path / "data" / "pose_cache.jsonl").read_text().splitlines()) == 1  # kept outside the stage's output
