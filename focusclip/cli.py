@@ -8,14 +8,14 @@ import argparse, contextlib, csv, json, sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'data_parser', 'data_main', 'heatmaps_parser', 'heatmaps_main', 'describe_parser', 'describe_main',
-           'zeroshot_parser', 'folder_eval_set', 'zeroshot_main', 'preset_parser', 'preset_main']
+__all__ = ['data_parser', 'data_main', 'heatmaps_parser', 'heatmaps_main', 'describe_parser', 'describe_main', 'zeroshot_parser',
+           'folder_eval_set', 'zeroshot_main', 'preset_parser', 'preset_main']
 
 # %% ../nbs/09_cli.ipynb #c53cc4f4
 def _run(fn, args) -> int:
-    "Call `fn(args)`; a library error becomes one line on stderr and exit status 2."
+    "Call `fn(args)`; a library error (or a missing optional extra) becomes one line on stderr and exit status 2."
     try: fn(args); return 0
-    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as e:
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr); return 2
 
 def _parser(prog:str, description:str, epilog:str="") -> argparse.ArgumentParser:
@@ -88,7 +88,8 @@ def describe_parser() -> argparse.ArgumentParser:
                 "The API key is read from the environment (OPENAI_API_KEY) only; it is never written anywhere.\n"
                 "Replies are cached as they arrive: an interrupted run resumes without repeating a request.\n\n"
                 "examples:\n  focusclip-describe --params params.yaml\n"
-                "  focusclip-describe --backend openai --base-url http://localhost:8000/v1 --model meta-llama/Llama-2-7b-chat-hf")
+                "  focusclip-describe --backend openai --base-url http://localhost:8000/v1 --model meta-llama/Llama-2-7b-chat-hf\n"
+                "  focusclip-describe --image photo.jpg --activity 'playing guitar'   (one photo; needs focusclip[pose])")
     p.add_argument("--params", default="params.yaml", help="params file with a `describe` section (default params.yaml)")
     p.add_argument("--backend", choices=["rules", "openai", "hub"], help="override describe.backend")
     p.add_argument("--base-url", help="override describe.base_url (OpenAI-compatible server)")
@@ -97,10 +98,24 @@ def describe_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="override describe.out_dir")
     p.add_argument("--per-image", type=int, help="override describe.per_image")
     p.add_argument("--concurrency", type=int, help="override describe.concurrency")
+    p.add_argument("--image", help="describe one photo instead: its people are estimated (pip install \"focusclip[pose]\"); "
+                                   "prints the description and writes a figure")
+    p.add_argument("--activity", default="", help="with --image: the photo's activity label, e.g. 'playing guitar'")
+    p.add_argument("--figure", help="with --image: the figure's path (default: <photo name>_pose.png in the current folder)")
     return p
+
+def _describe_image(a):
+    from focusclip.describe import describe_photo
+    over = {k: v for k, v in dict(base_url=a.base_url, model=a.model).items() if v is not None}
+    params = a.params if Path(a.params).exists() else None
+    fig = a.figure or f"{Path(a.image).stem}_pose.png"
+    text, rec, out = describe_photo(a.image, a.activity, a.backend or "rules", params, fig, **over)
+    print(text)
+    print(f"{len(rec.people)} people found in {a.image} ({rec.width}x{rec.height}); figure -> {out}", file=sys.stderr)
 
 def _describe(a):
     from focusclip.describe import run_describe
+    if a.image: return _describe_image(a)
     over = {k: v for k, v in dict(backend=a.backend, base_url=a.base_url, model=a.model, records=a.records,
                                  out_dir=a.out_dir, per_image=a.per_image, concurrency=a.concurrency).items() if v is not None}
     m = run_describe(a.params, **over)
@@ -111,7 +126,7 @@ def describe_main(argv:list|None=None) -> int:
     return _run(_describe, describe_parser().parse_args(argv))
 
 # %% ../nbs/09_cli.ipynb #60db1f30
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from .data import IMAGE_EXTS
 
 def zeroshot_parser() -> argparse.ArgumentParser:
     p = _parser("focusclip-zeroshot", "Zero-shot classify a folder of images with a saved CLIP/FocusCLIP model.",

@@ -13,12 +13,13 @@ import numpy as np
 # %% auto #0
 __all__ = ['MPII_JOINTS', 'N_JOINTS', 'FACE_VISIBLE', 'MPII_FRAME', 'MPII_URLS', 'MPII_ANNOTATION_FILE', 'MPII_CSV_JOINTS',
            'COCO_KEYPOINTS', 'COCO_TO_MPII', 'NECK_AT', 'HEAD_TOP_AT', 'READERS', 'DATA_DEFAULTS', 'DATA_CHOICES',
-           'RecordError', 'Person', 'Record', 'head_fraction', 'face_visible', 'validate_record', 'record_from_dict',
-           'write_jsonl', 'iter_jsonl', 'read_jsonl', 'image_path', 'check_frame_size', 'records_to_dataset',
-           'dataset_to_records', 'image_size', 'assumed_size', 'read_mpii_mat', 'make_mini_mpii_mat', 'DownloadError',
-           'file_digest', 'verify_checksum', 'download_file', 'RangeFileServer', 'extract_archive', 'download_mpii',
-           'read_mpii_csv', 'read_mpii_h5', 'read_mpii_json', 'coco_to_mpii', 'read_coco', 'read_records',
-           'rebase_images', 'write_descriptions', 'load_descriptions', 'prepare_mpii', 'to_8bit', 'open_rgb']
+           'IMAGE_EXTS', 'RecordError', 'Person', 'Record', 'head_fraction', 'face_visible', 'validate_record',
+           'record_from_dict', 'write_jsonl', 'iter_jsonl', 'read_jsonl', 'image_path', 'check_frame_size',
+           'records_to_dataset', 'dataset_to_records', 'image_size', 'assumed_size', 'read_mpii_mat',
+           'make_mini_mpii_mat', 'DownloadError', 'file_digest', 'verify_checksum', 'download_file', 'RangeFileServer',
+           'extract_archive', 'download_mpii', 'read_mpii_csv', 'read_mpii_h5', 'read_mpii_json', 'coco_to_mpii',
+           'read_coco', 'read_records', 'rebase_images', 'write_descriptions', 'load_descriptions', 'prepare_mpii',
+           'to_8bit', 'open_rgb']
 
 # %% ../nbs/01_data.ipynb #648c6a9e
 MPII_JOINTS = ("r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
@@ -801,8 +802,9 @@ def load_descriptions(path:str|Path) -> dict[str, list[str]]:
 # %% ../nbs/01_data.ipynb #2435ae53
 DATA_DEFAULTS = dict(source="synthetic", out_dir="data/records",
                      synthetic={},  # the generator's settings: focusclip.synth.SYNTH_DEFAULTS (`synth.data_params` checks the section)
-                     mpii=dict(root="data/mpii", download=False, people="all", val_fraction=0.05))
-DATA_CHOICES = dict(source=("synthetic", "mpii"))
+                     mpii=dict(root="data/mpii", download=False, people="all", val_fraction=0.05),
+                     images={})  # a folder of photos, people estimated: focusclip.pose.IMAGES_DEFAULTS (checked by `pose.prepare_images_from_params`)
+DATA_CHOICES = dict(source=("synthetic", "mpii", "images"))
 
 # %% ../nbs/01_data.ipynb #ba9fee4a
 def _val_split(rec_id:str, fraction:float) -> bool:
@@ -831,6 +833,8 @@ def prepare_mpii(root:str|Path, # folder of the official download: `images/` and
     return recs
 
 # %% ../nbs/01_data.ipynb #1f2a90aa
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # the image files folders are searched for
+
 def to_8bit(im):
     "A 16-bit or float grayscale `PIL.Image` stretched to 8 bits (its maximum becomes 255); other modes as they are."
     from PIL import Image

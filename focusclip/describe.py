@@ -24,7 +24,7 @@ __all__ = ['log', 'DESCRIBE_DEFAULTS', 'DESCRIBE_CHOICES', 'PROMPT_KEYS', 'J', '
            'record_from_payload', 'request_key', 'ReplyCache', 'api_key_for', 'redact', 'request_seed', 'cost_usd',
            'Job', 'DescribeResult', 'openai_jobs', 'MalformedReply', 'parse_reply', 'describe_openai', 'caption_llm',
            'describe_hub', 'Describer', 'describe_rules_backend', 'describe_records', 'top_pose_phrases',
-           'describe_metrics', 'plot_description_lengths', 'run_describe']
+           'describe_metrics', 'plot_description_lengths', 'run_describe', 'pose_figure', 'describe_photo']
 
 # %% ../nbs/04_describe.ipynb #fa9cf6a7
 DESCRIBE_DEFAULTS = dict(
@@ -743,3 +743,53 @@ def run_describe(params:dict|str|Path="params.yaml", # a `Config`, params dict o
                             f"{', server ' + p['base_url'] if p['backend'] == 'openai' and p['base_url'] else ''}): {first}. "
                             f"Metrics in {mp}; finished replies are kept in {out / 'cache.jsonl'}, rerun to resume.")
     return m
+
+# %% ../nbs/04_describe.ipynb #19161e58
+def pose_figure(rec:Record, # a record (estimated or annotated)
+                root:str|Path=".", # the folder its image path is relative to
+                text:str="", # a description to print under the panels
+                alpha:float=0.5, # background weight of the highlighted view
+                width:int=360, # display width of each panel
+               ):
+    "A matplotlib figure: the photo, its skeletons, its heatmap and the highlighted view, with the description below."
+    import textwrap
+    import matplotlib.pyplot as plt
+    from focusclip.heatmaps import colorize, draw_joints, highlight, load_image, record_heatmap
+    h = max(1, round(width * rec.height / rec.width))
+    img = load_image(rec, root, (width, h))
+    hm = record_heatmap(rec, (width, h))
+    panels = [(img, "photo"), (draw_joints(img, rec), f"estimated skeleton ({len(rec.people)} people)"),
+              (colorize(hm), "heatmap"), (highlight(img, np.nan_to_num(hm), alpha), f"highlighted (alpha {alpha:g})")]
+    lines = textwrap.wrap(text, 190)[:16]
+    ph, th = 4 * h / width, (0.17 * len(lines) + 0.15 if lines else 0.05)
+    H = ph + th + 0.45
+    fig, axes = plt.subplots(1, 4, figsize=(16, H), squeeze=False)
+    for ax, (im, title) in zip(axes[0], panels): ax.imshow(im); ax.set_title(title, fontsize=9); ax.axis("off")
+    fig.suptitle(f"{Path(rec.image).name}" + (f": {rec.activity}" if rec.activity else ""), fontsize=10, y=1 - 0.08 / H)
+    fig.subplots_adjust(left=0.005, right=0.995, top=1 - 0.42 / H, bottom=th / H, wspace=0.02)
+    if lines: fig.text(0.01, (th - 0.08) / H, "\n".join(lines), fontsize=8, va="top", family="monospace")
+    return fig
+
+# %% ../nbs/04_describe.ipynb #472bf083
+def describe_photo(path:str|Path, # the photo
+                   activity:str="", # its activity label, e.g. "playing guitar"
+                   backend:str="rules", # rules | openai
+                   params:dict|str|Path|None=None, # a params dict or file with a `describe` section (default: its defaults)
+                   figure:str|Path|None=None, # where to write the figure (None: no figure)
+                   estimator:dict|None=None, # keyword arguments of `estimate_record` (device, min_score, ...)
+                   **overrides, # `describe` values, e.g. base_url, model
+                  ) -> tuple[str, Record, Path|None]:
+    "Estimate a photo's people, describe its pose (one description), write the figure: `(text, record, figure path)`."
+    from focusclip.pose import require_pose, estimate_record
+    if backend not in ("rules", "openai"): raise ValueError(f"backend must be rules or openai for a photo, got {backend!r}")
+    require_pose()  # before anything else: without the extra, say so first
+    p = describe_params(params if params is not None else {}, **{**overrides, "backend": backend, "per_image": 1})
+    rec = estimate_record(path, activity=activity, **(estimator or {}))
+    res = describe_records([rec], params=p, progress=False)
+    if not res.rows: raise DescribeError(f"{path}: no description ({res.failures[0] if res.failures else 'no reply'})")
+    text, out = res.rows[0]["text"], None
+    if figure is not None:
+        import matplotlib.pyplot as plt
+        out = Path(figure); out.parent.mkdir(parents=True, exist_ok=True)
+        fig = pose_figure(rec, ".", text); fig.savefig(out, dpi=100); plt.close(fig)
+    return text, rec, out

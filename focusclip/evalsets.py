@@ -13,8 +13,8 @@ from .zeroshot import EvalSet, eval_set_from_labels
 
 # %% auto #0
 __all__ = ['EMOTION_SYNONYMS', 'AGE_SYNONYMS', 'FER_EMOTIONS', 'FERPLUS_EMOTIONS', 'EMOTIONS_8', 'AGE_BINS', 'EMOTIC_EMOTIONS',
-           'EMOTIC_AGES', 'UTK_RACES', 'FER_USAGE', 'FERPLUS_DIRS', 'FAIRFACE_AGES', 'FAIRFACE_RACES', 'IMAGE_EXTS',
-           'READERS', 'clean_label', 'normalize_label', 'age_group', 'age_classes', 'read_stanford40', 'read_emotic',
+           'EMOTIC_AGES', 'UTK_RACES', 'FER_USAGE', 'FERPLUS_DIRS', 'FAIRFACE_AGES', 'FAIRFACE_RACES', 'READERS',
+           'clean_label', 'normalize_label', 'age_group', 'age_classes', 'read_stanford40', 'read_emotic',
            'read_lagenda', 'read_utkface', 'read_fer2013', 'read_ferplus', 'read_fairface', 'read_kinetics_frames',
            'read_cub', 'read_facial_expressions', 'synthetic_tasks', 'load_eval_sets']
 
@@ -355,7 +355,7 @@ def read_fairface(labels:str|Path, # fairface_label_val.csv (or _train)
     return eval_set_from_labels("fairface", task, items, names, classes, where=str(path), split=split, info={"source": str(path)})
 
 # %% ../nbs/07a_evalsets.ipynb #8455ee29
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from .data import IMAGE_EXTS
 
 def read_kinetics_frames(root:str|Path, # folder with one subfolder per class
                          frames:str="middle", # for video subfolders: `middle` | `all`

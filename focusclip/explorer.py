@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Sequence
 import numpy as np
 from .data import Record
-from .heatmaps import PART_NAMES, BLENDS, part_joints, record_heatmap, colorize, highlight, load_image
+from .heatmaps import PART_NAMES, BLENDS, part_joints, record_heatmap, colorize, highlight, load_image, draw_joints
 
 # %% auto #0
-__all__ = ['explore']
+__all__ = ['explore', 'explore_folder']
 
 # %% ../nbs/03a_explorer.ipynb #c1474e6f
 def _png(arr:np.ndarray) -> bytes:
@@ -25,6 +25,7 @@ def explore(records:Sequence[Record], # records to browse
             parts:Sequence[str]|None=None, # parts switched on at the start; None: all
             person_level:bool=False, blend:str="sum", min_extent:float=0.05, sigma_scale:float=1.0,
             alpha:float=0.5, zero_extent:str="min",
+            joints:bool=False, # also show the photo with the people's joints drawn over it (a `joints` switch)
            ):
     "An ipywidgets explorer of heatmaps and highlighted views; returns the widget (a `VBox`)."
     import ipywidgets as W
@@ -43,6 +44,8 @@ def explore(records:Sequence[Record], # records to browse
     for wd, cls in [(ext, "focusclip-min-extent"), (sig, "focusclip-sigma"), (al, "focusclip-alpha"), (pick, "focusclip-pick")]: wd.add_class(cls)
     hm_img, hi_img = W.Image(format="png"), W.Image(format="png")
     hm_img.add_class("focusclip-heatmap"); hi_img.add_class("focusclip-highlight")
+    ph_img, jt = (W.Image(format="png"), W.Checkbox(value=True, description="joints")) if joints else (None, None)
+    if joints: ph_img.add_class("focusclip-photo")
     info = W.HTML()
     cache = {}
     def render(*_):
@@ -56,11 +59,24 @@ def explore(records:Sequence[Record], # records to browse
                             min_extent=ext.value, zero_extent=zero_extent, sigma_scale=sig.value)
         hm_img.value = _png(colorize(hm))
         hi_img.value = _png(highlight(img, np.nan_to_num(hm), al.value))
+        if joints: ph_img.value = _png(draw_joints(img, rec) if jt.value else img)
         info.value = f"<code>{rec.id}</code>: {len(rec.people)} people, {len(chosen)} parts, heatmap mean {np.nanmean(hm):.3f}, max {np.nanmax(hm) if hm.size else 0:.3f}"
-    for wd in [pick, person, ext, sig, bl, al, *part_btns.values()]: wd.observe(render, names="value")
+    for wd in [pick, person, ext, sig, bl, al, *part_btns.values(), *([jt] if joints else [])]: wd.observe(render, names="value")
     render()
     box = W.VBox([pick, W.HBox(list(part_btns.values()), layout=W.Layout(flex_flow="row wrap")), person, ext, sig, bl, al,
-                  W.HBox([hm_img, hi_img]), info])
-    box.controls = dict(image=pick, parts=part_btns, person_level=person, min_extent=ext, sigma_scale=sig, blend=bl, alpha=al)
-    box.heatmap_image, box.highlight_image, box.info = hm_img, hi_img, info
+                  *([jt] if joints else []), W.HBox(([ph_img] if joints else []) + [hm_img, hi_img]), info])
+    box.controls = dict(image=pick, parts=part_btns, person_level=person, min_extent=ext, sigma_scale=sig, blend=bl, alpha=al,
+                        **({"joints": jt} if joints else {}))
+    box.heatmap_image, box.highlight_image, box.photo_image, box.info = hm_img, hi_img, ph_img, info
     return box
+
+# %% ../nbs/03a_explorer.ipynb #1b5b45e2
+def explore_folder(folder:str|Path, # a folder of photos without records
+                   labels:str|Path="", # optional CSV of labels (image,activity)
+                   estimator:dict|None=None, # keyword arguments of `focusclip.pose.read_images` (device, min_score, ...)
+                   **kw, # as for `explore`
+                  ):
+    "The explorer on a folder of photos: people estimated (needs `focusclip[pose]`), joints drawn over each photo."
+    from focusclip.pose import read_images
+    records = read_images(folder, labels, val_fraction=0.0, test_fraction=0.0, progress=False, **(estimator or {}))
+    return explore(records, ".", joints=True, **kw)

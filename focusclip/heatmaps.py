@@ -11,11 +11,11 @@ import numpy as np
 from .data import MPII_JOINTS, N_JOINTS, Record, image_path, open_rgb
 
 # %% auto #0
-__all__ = ['PARTS', 'PART_NAMES', 'ZERO_EXTENT', 'BLENDS', 'WINDOW', 'HEATMAP_DEFAULTS', 'HEATMAP_CHOICES', 'part_joints',
-           'heatmap_reference', 'part_ellipses', 'heatmap', 'person_heatmap', 'random_people', 'record_arrays',
-           'record_heatmap', 'heatmaps_torch', 'records_to_arrays', 'highlight', 'heatmap_params', 'heatmap_options',
-           'to_uint8', 'save_heatmap', 'load_heatmap', 'write_heatmaps', 'remove_stale', 'load_image', 'colorize',
-           'figure_sample', 'heatmap_grid']
+__all__ = ['PARTS', 'PART_NAMES', 'ZERO_EXTENT', 'BLENDS', 'WINDOW', 'HEATMAP_DEFAULTS', 'HEATMAP_CHOICES', 'SKELETON',
+           'PERSON_COLORS', 'part_joints', 'heatmap_reference', 'part_ellipses', 'heatmap', 'person_heatmap',
+           'random_people', 'record_arrays', 'record_heatmap', 'heatmaps_torch', 'records_to_arrays', 'highlight',
+           'heatmap_params', 'heatmap_options', 'to_uint8', 'save_heatmap', 'load_heatmap', 'write_heatmaps',
+           'remove_stale', 'load_image', 'colorize', 'figure_sample', 'heatmap_grid', 'draw_joints']
 
 # %% ../nbs/03_heatmaps.ipynb #77498802
 PARTS = {
@@ -481,3 +481,28 @@ def heatmap_grid(records:Sequence[Record], # records to show (a few)
             ax.set_title(f"{rec.id}: {title}" if title == "image" else title, fontsize=8); ax.axis("off")
     fig.tight_layout()
     return fig
+
+# %% ../nbs/03_heatmaps.ipynb #d3d956c8
+SKELETON = ((0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9), (7, 12), (12, 11), (11, 10),
+            (7, 13), (13, 14), (14, 15))  # MPII joint pairs joined by a limb
+PERSON_COLORS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+                 (240, 50, 230), (210, 245, 60))
+
+def draw_joints(img:np.ndarray, # (H, W, 3) uint8: the record's image at any size
+                rec:Record, # its people, joints in the record's pixels
+                radius:float|None=None, # dot radius in the image's pixels; None: from its size
+               ) -> np.ndarray:
+    "A copy of the image with each person's skeleton: limbs between visible joints, visible joints filled, the others hollow."
+    from PIL import Image, ImageDraw
+    out = Image.fromarray(np.ascontiguousarray(np.asarray(img)[..., :3]).astype(np.uint8)); d = ImageDraw.Draw(out)
+    s = np.array([out.width / rec.width, out.height / rec.height])
+    r = radius if radius is not None else max(1.5, 0.008 * max(out.size))
+    for k, p in enumerate(rec.people):
+        col = PERSON_COLORS[k % len(PERSON_COLORS)]
+        placed = ~(p.array == -1).all(1); vis = (np.asarray(p.visible) > 0) & placed; xy = p.array * s
+        for a, b in SKELETON:
+            if vis[a] and vis[b]: d.line([tuple(xy[a]), tuple(xy[b])], fill=col, width=max(1, round(0.8 * r)))
+        for j in np.flatnonzero(placed):
+            (x, y), on = xy[j], vis[j]
+            d.ellipse([x - r, y - r, x + r, y + r], fill=col if on else None, outline=(255, 255, 255) if on else col, width=1)
+    return np.asarray(out)

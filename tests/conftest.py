@@ -10,13 +10,14 @@ _CACHE = Path(tempfile.mkdtemp(prefix="focusclip-test-cache-"))
 for var, sub in {"MPLCONFIGDIR": "mpl", "XDG_CACHE_HOME": "xdg", "IPYTHONDIR": "ipython",
                  "JUPYTER_CONFIG_DIR": "jupyter/config", "JUPYTER_DATA_DIR": "jupyter/data",
                  "JUPYTER_RUNTIME_DIR": "jupyter/runtime", "HF_HOME": "hf", "TORCH_HOME": "torch",
-                 "DVC_SITE_CACHE_DIR": "dvc-site", "DVC_GLOBAL_CONFIG_DIR": "dvc-global"}.items():
+                 "DVC_SITE_CACHE_DIR": "dvc-site", "DVC_GLOBAL_CONFIG_DIR": "dvc-global", "YOLO_CONFIG_DIR": "ultralytics"}.items():
     os.environ.setdefault(var, str(_CACHE / sub))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
