@@ -1,4 +1,4 @@
-"""The controlled study (focusclip.study): a tiny point end to end, resuming after an interruption, the store's feature cache against the features stage's."""
+"""The controlled study (focusclip.study): a tiny point end to end (its fields, a rerun doing nothing, the store's feature cache against the features stage's), resuming after an interruption."""
 import json
 from pathlib import Path
 import pytest
@@ -11,14 +11,14 @@ from focusclip import study as S
 ROWS_FIELDS = {"point", "knob", "value", "synthetic", "seed", "fingerprint", "study_version", "headline", "seconds", "evals"}
 
 
-def _tiny_study(tmp: Path, seeds=(1,), model=None, points=None) -> Path:
-    "A study of tiny points on a copy of the project's params (the tiny model trained whole, 32 px, a few images)."
+def _tiny_study(tmp: Path, seeds=(1,), points=None, keep_work=False) -> Path:
+    "A study of tiny points on a copy of the project's params: the default model at 64 px, a few images, one epoch, one prompt per task."
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["model"].update(model or dict(config="tiny", image_size=32, unlocked_image_groups=-1, lock_text=False))
-    p["heatmaps"]["size"] = p["model"]["image_size"]
+    p["model"]["image_size"] = p["heatmaps"]["size"] = 64
+    p["evaluate"]["templates"] = {k: v[:1] for k, v in p["evaluate"]["templates"].items()}
     (tmp / "base.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    st = dict(base_params="base.yaml", seeds=list(seeds), results_dir="results",
-              synthetic=dict(n_train=12, n_val=0, n_test=24, image_size=p["model"]["image_size"], workers=1),
+    st = dict(base_params="base.yaml", seeds=list(seeds), results_dir="results", keep_work=keep_work,
+              synthetic=dict(n_train=12, n_val=0, n_test=24, image_size=64, workers=1),
               train=dict(epochs=1, batch_size=6, warmup_steps=1),
               knobs=dict(context_p=dict(title="context", neutral=0.0)),
               points=points or {"neutral": dict(knob=None, value=None, synthetic={})})
@@ -27,7 +27,7 @@ def _tiny_study(tmp: Path, seeds=(1,), model=None, points=None) -> Path:
 
 
 def test_tiny_point_end_to_end(tmp_path, monkeypatch):
-    path = _tiny_study(tmp_path)
+    path = _tiny_study(tmp_path, keep_work=True)
     docs = S.run_point(path, "neutral", log=lambda m: None)
     doc = json.loads((tmp_path / "results/points/neutral/seed_1.json").read_text())
     assert docs == [doc] and ROWS_FIELDS <= set(doc)
@@ -39,15 +39,29 @@ def test_tiny_point_end_to_end(tmp_path, monkeypatch):
     # the oracle and CLIP are scored on the same items (same records), FocusCLIP's two views too
     n = lambda row: [r["n"] for r in doc["evals"][row]["results"]]
     assert n("oracle") == n("clip") == n("focusclip_highlighted")
-    assert not (tmp_path / "work/neutral").exists()  # scratch removed once the point is done; the store stays
+    assert not list((tmp_path / "work/neutral").rglob("*.safetensors"))  # models removed once evaluated
     assert any((tmp_path / "work/_store").rglob("*.json"))
+    summary = S.point_summary([doc], n_boot=50)
+    assert set(summary["diffs"]) == {f"{m}-{b}" for m, b in S.DIFFS}
     # a second run does nothing
     calls = []
     monkeypatch.setattr(S, "prepare_point", lambda *a, **k: calls.append("prepare"))
     monkeypatch.setattr(S, "run_seed", lambda *a, **k: calls.append("seed"))
     assert S.run_point(path, "neutral", log=lambda m: None) == [doc] and calls == []
-    summary = S.point_summary([doc], n_boot=50)
-    assert set(summary["diffs"]) == {f"{m}-{b}" for m, b in S.DIFFS}
+    # the feature cache assembled from the store is the features stage's file (same activations, texts, layout)
+    from focusclip.features import run_features
+    work = tmp_path / "work/neutral"; main = yaml.safe_load((work / "params.yaml").read_text())
+    ours = torch.load(main["train"]["features"], weights_only=False)
+    ref_path = tmp_path / "ref.pt"; S._write_params(dict(main, train=dict(main["train"], features=str(ref_path))), tmp_path / "ref.yaml")
+    run_features(tmp_path / "ref.yaml", progress=False)
+    ref = torch.load(ref_path, weights_only=False)
+    assert sorted(ours) == sorted(ref) and ours["ids"] == ref["ids"] and ours["texts"] == ref["texts"] and ours["prefix"] > 0
+    for k in ("version", "prefix", "image_size", "prefix_hash", "alpha", "text_hash"): assert ours[k] == ref[k], k
+    for k in ref["images"]: torch.testing.assert_close(ours["images"][k].float(), ref["images"][k].float(), atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close(ours["text_pooled"], ref["text_pooled"], atol=1e-5, rtol=1e-5)
+    logs = []
+    S.point_features(main, tmp_path / "work/_store", log=logs.append)  # a point with the same images and texts: all from the store
+    assert all(f"{k} {n}/{n}" in logs[0] for k, n in (("train", 12), ("train highlighted", 12), ("test", 24), ("texts", len(ref["texts"]))))
 
 
 def _fake_seed(work, seed, store_dir, log=print):
@@ -73,25 +87,3 @@ def test_interrupted_point_resumes_with_the_unfinished_seeds(tmp_path, monkeypat
     st = yaml.safe_load(path.read_text()); st["synthetic"]["n_test"] = 36; path.write_text(yaml.safe_dump(st))
     S.run_point(path, "neutral", log=lambda m: None)
     assert ran == [1, 2, 3, 1, 2, 3]
-
-
-def test_store_features_equal_the_features_stage(tmp_path):
-    "The feature cache assembled from the store is the features stage's file (same activations, texts, layout), and a second point reuses it."
-    from focusclip.features import run_features
-    path = _tiny_study(tmp_path, model=dict(config="small", image_size=64))
-    st = S.load_study(path); main, oracle = S.point_params(st, "neutral")
-    main["data"]["synthetic"].update(n_train=6, n_test=4)
-    S._data(main); S._heatmaps(main)
-    from focusclip.describe import run_describe
-    mp = S._write_params(main, tmp_path / "p.yaml"); run_describe(mp, progress=False)
-    ours = S.point_features(main, tmp_path / "store", log=lambda m: None)
-    ref_path = tmp_path / "ref.pt"; S._write_params(dict(main, train=dict(main["train"], features=str(ref_path))), tmp_path / "ref.yaml")
-    run_features(tmp_path / "ref.yaml", progress=False)
-    ref = torch.load(ref_path, weights_only=False)
-    assert sorted(ours) == sorted(ref) and ours["ids"] == ref["ids"] and ours["texts"] == ref["texts"]
-    for k in ("version", "prefix", "image_size", "prefix_hash", "alpha", "text_hash"): assert ours[k] == ref[k], k
-    for k in ref["images"]: torch.testing.assert_close(ours["images"][k].float(), ref["images"][k].float(), atol=2e-3, rtol=1e-3)
-    torch.testing.assert_close(ours["text_pooled"], ref["text_pooled"], atol=1e-5, rtol=1e-5)
-    logs = []
-    S.point_features(main, tmp_path / "store", log=logs.append)  # everything from the store now
-    assert all(f"{k} {n}/{n}" in logs[0] for k, n in (("train", 6), ("train highlighted", 6), ("test", 4), ("texts", len(ref["texts"]))))

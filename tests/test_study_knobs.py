@@ -171,3 +171,10 @@ def test_keypoint_noise_moves_the_recorded_joints_not_the_image(tmp_path):
 def test_bad_knobs(tmp_path, kw, msg):
     with pytest.raises(ValueError, match=msg.replace("[", r"\[")):
         generate(tmp_path, 2, 0, 0, progress=False, **kw)
+
+
+def test_params_yaml_sets_every_knob_neutral():
+    from conftest import ROOT
+    from focusclip.config import load_params
+    syn = load_params(ROOT / "params.yaml")["data"]["synthetic"]
+    assert {k: syn[k] for k in KNOBS} == NEUTRAL  # the default pipeline's dataset is the one pinned above
