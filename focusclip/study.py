@@ -381,6 +381,7 @@ def plot_study(table:list[dict], study:dict, stem:str|Path, formats=("png", "svg
     style = {"focusclip": ("C0", "o", "FocusCLIP − CLIP"), "focusclip_highlighted": ("C2", "s", "FocusCLIP (highlighted test view) − CLIP"),
              "oracle": ("C3", "^", "oracle (subject only) − CLIP")}
     for ax, (k, pts) in zip(axes[0], curves.items()):
+        if not pts: ax.set_visible(False); continue  # no results yet
         spec = study["knobs"][k]; x = np.array([float(s["value"]) for s in pts])
         for j, (row, (col, mk, lab)) in enumerate(style.items()):
             d = [s["diffs"][f"{row}-clip"] for s in pts]
@@ -404,6 +405,7 @@ def plot_accuracy(table:list[dict], study:dict, stem:str|Path, formats=("png", "
     curves = knob_curves(table, study)
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.2), squeeze=False, sharey=True)
     for ax, (k, pts) in zip(axes[0], curves.items()):
+        if not pts: ax.set_visible(False); continue
         spec = study["knobs"][k]; x = [float(s["value"]) for s in pts]
         for row, col in zip(ROWS, ("0.3", "C0", "C2", "C3")):
             ax.plot(x, [s["rows"][row]["headline"] for s in pts], marker="o", color=col, label=ROW_LABELS[row], ls="-" if row in ("clip", "focusclip") else "--")
@@ -428,6 +430,7 @@ def findings(table:list[dict], study:dict) -> list[str]:
         out.append(f"At the neutral point (the default generator at the study's sizes, {len(neutral['seeds'])} seeds) FocusCLIP − CLIP is "
                    f"{f(neutral['diffs']['focusclip-clip'])}; the oracle (CLIP on subject-only images) is {f(neutral['diffs']['oracle-clip'])} over CLIP.")
     for k, pts in curves.items():
+        if not pts: continue
         spec = study["knobs"][k]; ticks = spec.get("ticks") or {}
         lab = lambda s: str(ticks.get(s["value"], s["value"]))
         d = [(s, s["diffs"]["focusclip-clip"]) for s in pts]
