@@ -15,9 +15,9 @@ from .data import MPII_JOINTS, N_JOINTS, Person, Record, write_jsonl, image_path
 __all__ = ['ACTIVITIES', 'ACTIVITY_CATEGORY', 'AGE_GROUPS', 'EMOTIONS', 'SPLITS', 'SPLIT_STYLE', 'GENERATOR_VERSION', 'POSES',
            'AIRBORNE', 'BODIES', 'R_ANK', 'R_KNE', 'R_HIP', 'L_HIP', 'L_KNE', 'L_ANK', 'PELVIS', 'THORAX', 'NECK',
            'HEAD', 'R_WRI', 'R_ELB', 'R_SHO', 'L_SHO', 'L_ELB', 'L_WRI', 'FLIP', 'SKIN', 'HAIR', 'STYLES', 'SS',
-           'FACES', 'SYNTH_DEFAULTS', 'labels_for', 'pose_joints', 'draw_figure', 'check_synthetic', 'data_params',
-           'sample_scene', 'scene_record', 'draw_scene', 'render_sample', 'generate', 'generate_from_params',
-           'show_grid']
+           'FACES', 'CONTEXTS', 'PLAIN', 'SYNTH_DEFAULTS', 'KNOBS', 'KNOB_CHOICES', 'labels_for', 'pose_joints',
+           'draw_figure', 'check_synthetic', 'data_params', 'sample_scene', 'scene_record', 'draw_scene',
+           'render_sample', 'generate', 'generate_from_params', 'show_grid']
 
 # %% ../nbs/02_synth.ipynb #4aca08f7
 ACTIVITIES = ("standing", "walking", "running", "doing jumping jacks", "sitting", "lying down",
@@ -311,12 +311,14 @@ def _lowfreq(rng, n, cells, amp):
     img = Image.fromarray(np.clip(small[..., 0] + 128, 0, 255).astype(np.uint8)).resize((n, n), Image.BILINEAR)
     return (np.asarray(img, dtype=np.float32) - 128)[..., None]
 
-def _style_background(rng, style, n):
+def _style_background(rng, style, n, context=None):
     st = STYLES[style]
     ys = (np.arange(n, dtype=np.float32) / n)[:, None]; xs = (np.arange(n, dtype=np.float32) / n)[None, :]
     if style == "scene":
         sky = np.array(st["sky"][rng.integers(len(st["sky"]))], np.float32)
         ground = np.array(st["ground"][rng.integers(len(st["ground"]))], np.float32)
+        if context is not None:  # an activity's own sky and ground; drawn after the random ones, so the rest of the scene stays the same
+            sky, ground = (np.array(st[k][i], np.float32) for k, i in zip(("sky", "ground"), CONTEXTS[context]))
         hz = rng.uniform(0.4, 0.8)
         t = ys / hz; g = (ys - hz) / (1 - hz)
         rows = np.where(ys < hz, sky * (1 - 0.25 * t) + 0.25 * t * 255, ground * (1.1 - 0.3 * g))  # (n, 3)
@@ -333,10 +335,14 @@ def _style_background(rng, style, n):
         img = np.where(m[..., None], c1, c2)
     return img + rng.standard_normal((n, n, 1), dtype=np.float32) * 5
 
-def _background(seed, shift, n):
-    "The background: the training style's scene (shift 0), the held-out style's pattern (1), or a blend of both."
+# the context shortcut: activity i's own (sky, ground) colours of the training style, 12 distinct pairs
+CONTEXTS = tuple((i % 6, (i + 3 * (i // 6)) % 6) for i in range(len(ACTIVITIES)))
+PLAIN = (128, 128, 128)  # the background of subject-only images
+
+def _background(seed, shift, n, context=None):
+    "The background: the training style's scene (shift 0), the held-out style's pattern (1), or a blend of both; `context`: activity index whose sky and ground the scene takes."
     parts = []
-    if shift < 1: parts.append(_style_background(np.random.default_rng([seed, 0]), "scene", n))
+    if shift < 1: parts.append(_style_background(np.random.default_rng([seed, 0]), "scene", n, context))
     if shift > 0: parts.append(_style_background(np.random.default_rng([seed, 1]), "pattern", n))
     img = parts[0] if len(parts) == 1 else parts[0] * (1 - shift) + parts[1] * shift
     return np.clip(img, 0, 255).astype(np.uint8)
@@ -365,8 +371,10 @@ def _distractors(d, rng, shift, n, k):
                 d.polygon([(x + s * math.cos(a0 + 2 * math.pi * i / m), y + s * math.sin(a0 + 2 * math.pi * i / m)) for i in range(m)], outline=col, width=w)
 
 # %% ../nbs/02_synth.ipynb #668f1ac2
-def _rng(seed:int, split:str, index:int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), SPLITS.index(split), int(index)]))
+def _rng(seed:int, split:str, index:int, stream:int|None=None) -> np.random.Generator:
+    "The image's random source; `stream` (1: context, 2: keypoint noise) gives an independent one, so a knob's draws never shift the scene's."
+    key = [int(seed), SPLITS.index(split), int(index)] + ([] if stream is None else [int(stream)])
+    return np.random.default_rng(np.random.SeedSequence(key))
 
 def _place(rng, pts, n, margin):
     "A pelvis position putting the bounding points inside an n x n canvas (uniform where it fits)."
@@ -387,11 +395,36 @@ SYNTH_DEFAULTS = dict(  # the one place of the generator's defaults (params.yaml
     p_closeup=0.4,  # probability of a head-and-shoulders close-up (faces visible)
     jitter=7.0,  # std of the pose angles' jitter, degrees
     subject_size=[0.55, 0.9],  # the subject's standing height as a fraction of the frame (full shots)
+    # the controlled study's knobs; each default is neutral (it draws the dataset above, byte for byte)
+    bystander_scale=[0.35, 0.8],  # bystanders' standing height relative to the subject's, [low, high] (times their age group's size)
+    bystander_opacity=[0.35, 0.65],  # bystanders' opacity, [low, high]: 1 as vivid as the subject (faces drawn above 0.5), 0 not drawn
+    bystander_activity="any",  # any (drawn at random) | same (the subject's) | other (never the subject's)
+    context_p=0.0,  # train/val: probability that an image's scene has its activity's own sky and ground (0: no context shortcut)
+    context_test="random",  # the test split's pairing: random (no shortcut) | reversed (with probability context_p, the sky and ground of another activity)
+    keypoint_noise=0.0,  # std of the noise added to the recorded joints, as a fraction of the subject's height (the image keeps the true pose)
+    subject_only=False,  # true: the same scenes drawn with the subject alone on a plain background (no scene, shapes, bystanders or occluder)
 )
-_SCENE_KEYS = ("max_bystanders", "p_occlude", "p_offframe", "shift", "p_closeup", "jitter", "subject_size")
+KNOBS = ("bystander_scale", "bystander_opacity", "bystander_activity", "context_p", "context_test", "keypoint_noise", "subject_only")  # neutral by default
+_SCENE_KEYS = ("max_bystanders", "p_occlude", "p_offframe", "shift", "p_closeup", "jitter", "subject_size") + KNOBS
+KNOB_CHOICES = dict(bystander_activity=("any", "same", "other"), context_test=("random", "reversed"))
+
+def _number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+def _check_range(k, v, lo, hi):
+    if not (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_number, v)) and lo <= v[0] <= v[1] <= hi):
+        raise ValueError(f"synth: {k} must be [low, high] with {lo} <= low <= high <= {hi}, got {v!r}")
+
+def _check_knobs(bystander_scale, bystander_opacity, bystander_activity, context_p, context_test, keypoint_noise, subject_only):
+    _check_range("bystander_scale", bystander_scale, 0.0, 2.0); _check_range("bystander_opacity", bystander_opacity, 0.0, 1.0)
+    for k, v in dict(bystander_activity=bystander_activity, context_test=context_test).items():
+        if v not in KNOB_CHOICES[k]: raise ValueError(f"synth: {k} must be one of {list(KNOB_CHOICES[k])}, got {v!r}")
+    if not _number(context_p) or not 0 <= context_p <= 1: raise ValueError(f"synth: context_p must be a probability in [0, 1], got {context_p!r}")
+    if not _number(keypoint_noise) or not 0 <= keypoint_noise <= 0.5:
+        raise ValueError(f"synth: keypoint_noise must be a fraction of the person's height in [0, 0.5], got {keypoint_noise!r}")
+    if not isinstance(subject_only, bool): raise ValueError(f"synth: subject_only must be true or false, got {subject_only!r}")
 
 def _check(n_train, n_val, n_test, image_size, seed, workers, max_bystanders, p_occlude, p_offframe, shift, p_closeup,
-           jitter, subject_size):
+           jitter, subject_size, **knobs):
     for k, v in dict(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, workers=workers, max_bystanders=max_bystanders).items():
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0:
             raise ValueError(f"synth: {k} must be a non-negative integer, got {v!r}")
@@ -406,6 +439,7 @@ def _check(n_train, n_val, n_test, image_size, seed, workers, max_bystanders, p_
     ok = isinstance(subject_size, (list, tuple)) and len(subject_size) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in subject_size)
     if not ok or not 0.1 <= subject_size[0] <= subject_size[1] <= 1.0:
         raise ValueError(f"synth: subject_size must be [low, high] with 0.1 <= low <= high <= 1, got {subject_size!r}")
+    _check_knobs(**{k: knobs.get(k, SYNTH_DEFAULTS[k]) for k in KNOBS})
     if n_train + n_val + n_test == 0: raise ValueError("synth: n_train + n_val + n_test is 0: nothing to generate")
 
 def check_synthetic(**opts):
@@ -437,8 +471,15 @@ def sample_scene(index:int, # index of the image within its split
                  p_closeup:float|None=None, # probability of a close-up: head and shoulders fill the frame (faces visible)
                  jitter:float|None=None, # std of the pose angles' jitter, degrees
                  subject_size:Sequence[float]|None=None, # the subject's standing height, as a fraction of the frame (range)
+                 bystander_scale:Sequence[float]|None=None, # bystanders' height relative to the subject's (range)
+                 bystander_opacity:Sequence[float]|None=None, # bystanders' opacity (range; 0: not drawn)
+                 bystander_activity:str|None=None, # any | same (the subject's) | other (never the subject's)
+                 context_p:float|None=None, # train/val: probability of the activity's own sky and ground
+                 context_test:str|None=None, # test: random | reversed (another activity's sky and ground, with probability context_p)
+                 keypoint_noise:float|None=None, # std of the recorded joints' noise, fraction of the subject's height
+                 subject_only:bool|None=None, # draw the subject alone on a plain background
                 ) -> dict:
-    "Every random choice for one image: background, distractors, bystanders, subject, occluder."
+    "Every random choice for one image: background, distractors, bystanders, subject, occluder (and the study's knobs)."
     d = SYNTH_DEFAULTS
     image_size = d["image_size"] if image_size is None else image_size
     max_bystanders = d["max_bystanders"] if max_bystanders is None else max_bystanders
@@ -448,6 +489,9 @@ def sample_scene(index:int, # index of the image within its split
     p_closeup = d["p_closeup"] if p_closeup is None else p_closeup
     jitter = d["jitter"] if jitter is None else jitter
     subject_size = d["subject_size"] if subject_size is None else subject_size
+    knobs = {k: d[k] if v is None else v for k, v in dict(bystander_scale=bystander_scale, bystander_opacity=bystander_opacity,
+             bystander_activity=bystander_activity, context_p=context_p, context_test=context_test, keypoint_noise=keypoint_noise,
+             subject_only=subject_only).items()}
     if split not in SPLIT_STYLE: raise ValueError(f"synth: unknown split {split!r}; expected one of {list(SPLITS)}")
     rng = _rng(seed, split, index); n = image_size * SS
     s = float(shift) if SPLIT_STYLE[split] == "pattern" else 0.0
@@ -476,13 +520,7 @@ def sample_scene(index:int, # index of the image within its split
         origin[axis] += (n - hi[axis] + over) if sgn > 0 else (-lo[axis] - over)
     sc["subject"], sc["origin"] = subj, origin
     # bystanders
-    others = []
-    for _ in range(int(rng.integers(0, max_bystanders + 1))):
-        a, g, e = ACTIVITIES[rng.integers(len(ACTIVITIES))], AGE_GROUPS[rng.integers(3)], EMOTIONS[rng.integers(5)]
-        fb = _figure(rng, a, g, e, s, h * rng.uniform(0.35, 0.8) * BODIES[g]["size"] / BODIES[age]["size"], bool(rng.random() < 0.5), jitter)
-        p = _figure_points(fb); o = np.array([rng.uniform(0, n), rng.uniform(0, n)]) - (p.min(0) + p.max(0)) / 2
-        others.append((fb, o, float(rng.uniform(0.35, 0.65))))
-    sc["bystanders"] = others
+    sc["bystanders"] = [_bystander(rng, activity, age, s, h, n, jitter, knobs) for _ in range(int(rng.integers(0, max_bystanders + 1)))]
     # an occluder in front of the subject
     sc["occluder"] = None
     if rng.random() < p_occlude:
@@ -491,10 +529,40 @@ def sample_scene(index:int, # index of the image within its split
         lo, hi = J[target].min(0) - subj["leg_w"] * 1.2, J[target].max(0) + subj["leg_w"] * 1.2
         if len(target) == 4: lo[1] = (J[[R_KNE, L_KNE], 1].min() + J[[R_ANK, L_ANK], 1].min()) / 2 - 1; hi[1] += subj["leg_w"]
         sc["occluder"] = (lo, hi, STYLES[style]["shapes"][rng.integers(len(STYLES[style]["shapes"]))])
+    sc.update(_knob_draws(seed, split, index, activity, subj["height"], knobs))
     return sc
+
+def _bystander(rng, activity, age, s, h, n, jitter, knobs):
+    "One bystander: a figure of another (or the same) activity, its pelvis position and its fade towards the background (1 - opacity)."
+    a = _bystander_activity(rng, activity, knobs["bystander_activity"])
+    g, e = AGE_GROUPS[rng.integers(3)], EMOTIONS[rng.integers(5)]
+    fb = _figure(rng, a, g, e, s, h * rng.uniform(*knobs["bystander_scale"]) * BODIES[g]["size"] / BODIES[age]["size"], bool(rng.random() < 0.5), jitter)
+    p = _figure_points(fb); o = np.array([rng.uniform(0, n), rng.uniform(0, n)]) - (p.min(0) + p.max(0)) / 2
+    lo, hi = knobs["bystander_opacity"]
+    return (fb, o, float(rng.uniform(1 - hi, 1 - lo)))
+
+def _bystander_activity(rng, activity, mode):
+    "any: drawn at random; same: the subject's; other: drawn among the eleven others (one draw in every mode)."
+    if mode == "other":
+        i = int(rng.integers(len(ACTIVITIES) - 1)); return ACTIVITIES[i + (i >= ACTIVITIES.index(activity))]
+    a = ACTIVITIES[rng.integers(len(ACTIVITIES))]
+    return activity if mode == "same" else a
+
+def _knob_draws(seed, split, index, activity, height, knobs) -> dict:
+    "The context background and the keypoint noise, from their own random streams (none at the neutral values)."
+    out = dict(context=None, joint_noise=None, subject_only=bool(knobs["subject_only"]))
+    p = float(knobs["context_p"])
+    if p > 0 and _rng(seed, split, index, 1).random() < p:
+        a = ACTIVITIES.index(activity)
+        if SPLIT_STYLE[split] == "scene": out["context"] = a  # train / val: the activity's own scene
+        elif knobs["context_test"] == "reversed": out["context"] = len(ACTIVITIES) - 1 - a  # test: the scene of another activity
+    if knobs["keypoint_noise"] > 0:  # output pixels, per coordinate
+        out["joint_noise"] = _rng(seed, split, index, 2).normal(0, float(knobs["keypoint_noise"]) * height / SS, (N_JOINTS, 2))
+    return out
 
 # %% ../nbs/02_synth.ipynb #9d6be5ae
 def scene_record(sc:dict, # from `sample_scene`
+                 noisy:bool=True, # the joints with the scene's keypoint noise (as a pose estimator reports them); False: the true ones
                 ) -> Record:
     "The `Record` of a sampled scene (only the subject is annotated)."
     subj = sc["subject"]; n = sc["size"]
@@ -505,6 +573,7 @@ def scene_record(sc:dict, # from `sample_scene`
         lo, hi = np.asarray(sc["occluder"][0]) / SS, np.asarray(sc["occluder"][1]) / SS
         vis[((J >= lo) & (J <= hi)).all(1)] = 0
     inside = (J >= 0).all(1) & (J[:, 0] < n) & (J[:, 1] < n)
+    if noisy and sc.get("joint_noise") is not None: J = np.clip(J + sc["joint_noise"], 0, n - 0.01)  # visibility stays the truth's
     joints = [[round(float(x), 2), round(float(y), 2)] if ok else [-1.0, -1.0] for (x, y), ok in zip(J, inside)]
     vis[~inside] = 0
     Jin = J[inside] if inside.any() else np.clip(J, 0, n - 1)
@@ -519,11 +588,15 @@ def draw_scene(sc:dict, # from `sample_scene`
               ) -> Image.Image:
     "Render a sampled scene to an RGB image of `size` x `size` pixels."
     n = sc["size"] * SS; style = sc["style"]
-    bg = _background(sc["bg_seed"], sc["shift"], n)
+    if sc.get("subject_only"):  # the oracle's view: the subject (with what it holds or sits on) and nothing else
+        im = Image.new("RGB", (n, n), PLAIN); draw_figure(ImageDraw.Draw(im), sc["subject"], sc["origin"])
+        return im.resize((sc["size"], sc["size"]), Image.BOX)
+    bg = _background(sc["bg_seed"], sc["shift"], n, sc.get("context"))
     bgc = tuple(int(v) for v in bg[::4, ::4].reshape(-1, 3).mean(0))
     im = Image.fromarray(bg); d = ImageDraw.Draw(im)
     _distractors(d, np.random.default_rng(sc["shape_seed"]), sc["shift"], n, sc["n_shapes"])
-    for fb, o, fade in sc["bystanders"]: draw_figure(d, fb, o, bgc, fade)
+    for fb, o, fade in sc["bystanders"]:
+        if fade < 1: draw_figure(d, fb, o, bgc, fade)  # opacity 0 (fade 1): not drawn at all
     draw_figure(d, sc["subject"], sc["origin"])
     if sc["occluder"] is not None:
         lo, hi, col = sc["occluder"]
@@ -552,7 +625,8 @@ def _work(job):
         tmp = path.with_name(path.stem + ".tmp.png")
         draw_scene(sc).save(tmp, format="PNG", compress_level=1)
         tmp.replace(path)  # atomic: an interrupted run never leaves a truncated image
-    return rec.to_dict()
+    true = scene_record(sc, noisy=False).to_dict() if sc["joint_noise"] is not None else None
+    return rec.to_dict(), true
 
 def _pool(workers):
     # `spawn` (clean worker processes) when the work function is importable from the package; `fork`
@@ -576,18 +650,28 @@ def generate(out_dir:str|Path, # folder for `records.jsonl`, `images/` and `synt
              p_closeup:float=SYNTH_DEFAULTS["p_closeup"], # probability of a head-and-shoulders close-up
              jitter:float=SYNTH_DEFAULTS["jitter"], # std of the pose jitter, degrees
              subject_size:Sequence[float]=tuple(SYNTH_DEFAULTS["subject_size"]), # subject height / frame, [low, high]
+             bystander_scale:Sequence[float]=tuple(SYNTH_DEFAULTS["bystander_scale"]), # bystander height / subject height, [low, high]
+             bystander_opacity:Sequence[float]=tuple(SYNTH_DEFAULTS["bystander_opacity"]), # bystander opacity, [low, high]
+             bystander_activity:str=SYNTH_DEFAULTS["bystander_activity"], # any | same | other
+             context_p:float=SYNTH_DEFAULTS["context_p"], # train/val: probability of the activity's own sky and ground
+             context_test:str=SYNTH_DEFAULTS["context_test"], # test: random | reversed
+             keypoint_noise:float=SYNTH_DEFAULTS["keypoint_noise"], # recorded joints' noise, fraction of the subject's height
+             subject_only:bool=SYNTH_DEFAULTS["subject_only"], # the subject alone on a plain background
              progress:bool=True, # show a progress bar
             ) -> list[Record]:
-    "Generate the synthetic dataset: images and `records.jsonl` (all splits) under `out_dir`."
+    "Generate the synthetic dataset: images and `records.jsonl` (all splits) under `out_dir` (and `records_true.jsonl`, the true joints, when `keypoint_noise` > 0)."
+    knobs = dict(bystander_scale=bystander_scale, bystander_opacity=bystander_opacity, bystander_activity=bystander_activity,
+                 context_p=context_p, context_test=context_test, keypoint_noise=keypoint_noise, subject_only=subject_only)
     _check(n_train, n_val, n_test, image_size, seed, workers, max_bystanders, p_occlude, p_offframe, shift, p_closeup,
-           jitter, subject_size)
+           jitter, subject_size, **knobs)
     out = Path(out_dir)
     if out.exists() and not out.is_dir(): raise NotADirectoryError(f"{out}: exists and is not a folder")
     (out/"images").mkdir(parents=True, exist_ok=True)
     opts = dict(seed=int(seed), image_size=int(image_size), max_bystanders=int(max_bystanders),
                 p_occlude=float(p_occlude), p_offframe=float(p_offframe), shift=float(shift), p_closeup=float(p_closeup),
-                jitter=float(jitter), subject_size=[float(v) for v in subject_size])
-    manifest = dict(generator_version=GENERATOR_VERSION, **opts)
+                jitter=float(jitter), subject_size=[float(v) for v in subject_size], **_knob_opts(knobs))
+    # the knobs enter the manifest only away from their neutral values: a neutral run keeps the default's manifest (and its images)
+    manifest = dict(generator_version=GENERATOR_VERSION, **{k: v for k, v in opts.items() if k not in KNOBS or v != SYNTH_DEFAULTS[k]})
     mpath = out/"synth.json"
     same = mpath.exists() and json.loads(mpath.read_text() or "{}") == manifest
     if not same:
@@ -610,9 +694,19 @@ def generate(out_dir:str|Path, # folder for `records.jsonl`, `images/` and `synt
     else:
         for j in jobs: dicts.append(_work(j)); bar and bar.update()
     if bar: bar.close()
-    recs = [Record(**d) for d in dicts]
+    recs = [Record(**d) for d, _ in dicts]
     write_jsonl(recs, out/"records.jsonl")
+    truth = out/"records_true.jsonl"
+    if keypoint_noise > 0: write_jsonl([Record(**t) for _, t in dicts], truth)  # the pose that was drawn, for evaluation splits
+    elif truth.exists(): truth.unlink()
     return recs
+
+def _knob_opts(knobs:dict) -> dict:
+    "The knobs as plain JSON-ready values (ranges as lists of floats)."
+    out = dict(knobs)
+    for k in ("bystander_scale", "bystander_opacity"): out[k] = [float(v) for v in knobs[k]]
+    out["context_p"], out["keypoint_noise"], out["subject_only"] = float(knobs["context_p"]), float(knobs["keypoint_noise"]), bool(knobs["subject_only"])
+    return out
 
 def generate_from_params(synthetic:dict, # the `data.synthetic` params section (keys of SYNTH_DEFAULTS)
                          out_dir:str|Path, # where the records and images go

@@ -14,8 +14,8 @@ import numpy as np
 __all__ = ['TASK_TOPK', 'DEFAULT_TEMPLATES', 'CSV_FIELDS', 'EVALUATE_DEFAULTS', 'EVALUATE_OPEN', 'EvalSet',
            'eval_set_from_labels', 'topk_correct', 'accuracy', 'confusion_matrix', 'per_class_accuracy',
            'balanced_accuracy', 'bootstrap_ci', 'templates_for', 'build_zero_shot_classifier', 'load_image',
-           'encode_images', 'pca_2d', 'evaluate_zero_shot', 'result_rows', 'save_results', 'load_results',
-           'evaluate_params', 'fit_probe', 'probe_accuracy', 'pretrained_model', 'run_evaluate']
+           'encode_images', 'heatmap_paths', 'pca_2d', 'evaluate_zero_shot', 'result_rows', 'save_results',
+           'load_results', 'evaluate_params', 'fit_probe', 'probe_accuracy', 'pretrained_model', 'run_evaluate']
 
 # %% ../nbs/07_zeroshot.ipynb #e76e0172
 TASK_TOPK = {"activity": 3, "age": 1, "emotion": 3, "race": 1, "species": 1}  # the paper's code: top-3 for activity and emotion, top-1 for age
@@ -231,6 +231,7 @@ def encode_images(model, # has `encode_image`, `image_size`
                   device:str|None=None, # default: the model's device
                   progress:bool=True, # show a tqdm bar
                   num_threads:int=4, # threads that read images while the model runs
+                  heatmaps:Sequence|None=None, # one heatmap PNG per item: encode the highlighted view `model.highlight(image, heatmap)` instead
                  ):
     "L2-normalised image embeddings (N, dim) as a float tensor on CPU."
     import torch
@@ -240,18 +241,34 @@ def encode_images(model, # has `encode_image`, `image_size`
     device = device or _model_device(model)
     size = model.image_size
     boxes = eval_set.boxes or [None] * len(eval_set)
+    if heatmaps is not None: _check_heatmaps(eval_set, heatmaps, size)
     out = []
     def load(i): return load_image(eval_set.items[i], size, boxes[i])
+    def load_heat(i):
+        from focusclip.features import load_heatmap_tensor
+        return load_heatmap_tensor(heatmaps[i], size).float().div_(255)
     with ThreadPoolExecutor(max(1, num_threads)) as pool, torch.no_grad():
         bar = tqdm(total=len(eval_set), desc=f"encode {eval_set.key}", unit="img", disable=not progress)
         for start in range(0, len(eval_set), batch_size):
             ix = range(start, min(start + batch_size, len(eval_set)))
             x = torch.from_numpy(np.stack(list(pool.map(load, ix)))).to(device)
+            if heatmaps is not None: x = model.highlight(x, torch.stack(list(pool.map(load_heat, ix))).to(device))  # the subject-focused view
             out.append(model.encode_image(x, normalize=True).float().cpu())
             bar.update(len(ix))
         bar.close()
     if not out: raise ValueError(f"{eval_set.key}: the evaluation set is empty")
     return torch.nn.functional.normalize(torch.cat(out), dim=-1)
+
+def _check_heatmaps(eval_set:EvalSet, heatmaps:Sequence, size):
+    if len(heatmaps) != len(eval_set): raise ValueError(f"{eval_set.key}: {len(heatmaps)} heatmaps for {len(eval_set)} items")
+    if eval_set.boxes is not None: raise ValueError(f"{eval_set.key}: a highlighted view of cropped items is not defined (heatmaps cover whole images)")
+    if not isinstance(size, int): raise ValueError(f"{eval_set.key}: the highlighted view needs a square image size, the model's is {size}")
+
+def heatmap_paths(eval_set:EvalSet, # a set of image files
+                  heatmaps_dir:str|Path, # the heatmaps stage's folder: `<image id>.png`
+                 ) -> list[Path]:
+    "Each item's heatmap file (named after the image's file stem, as the record id names both)."
+    return [Path(heatmaps_dir)/f"{Path(it).stem}.png" for it in eval_set.items]
 
 # %% ../nbs/07_zeroshot.ipynb #cf75e089
 def pca_2d(x:np.ndarray, # (N, D) embeddings
@@ -483,6 +500,7 @@ def run_evaluate(params:dict|str|Path="params.yaml", # a `Config`, params dict o
                  model_dir:str|Path|None=None, # default models/<variant>
                  out_path:str|Path|None=None, # default results/eval/<variant>.json
                  model=None, # an already loaded model (instead of model_dir)
+                 highlight_dir:str|Path|None=None, # a heatmaps folder: encode each image's highlighted view (the heatmap given at test time), not the plain one
                 ) -> dict:
     "Evaluate one trained model on the configured sets and write its results files."
     import time
@@ -504,14 +522,15 @@ def run_evaluate(params:dict|str|Path="params.yaml", # a `Config`, params dict o
     from focusclip.features import load_features
     model.eval()
     fcache = load_features(p["features"]) if p["features"] else None
-    encode = _cached_encoder(model, fcache, p["records"])
+    encode = _cached_encoder(model, fcache, p["records"]) if highlight_dir is None else None  # the cache holds plain views only
     results, t0, cache = [], time.perf_counter(), {}
     for es in sets:
         t1 = time.perf_counter()
         key = _images_key(es)  # sets over the same images (the synthetic tasks) are encoded once
         if key is None or key not in cache:
             feats = encode(es) if encode is not None else None
-            if feats is None: feats = encode_images(model, es, batch_size=p["batch_size"], device=device, progress=p["progress"])
+            if feats is None: feats = encode_images(model, es, batch_size=p["batch_size"], device=device, progress=p["progress"],
+                                                    heatmaps=heatmap_paths(es, highlight_dir) if highlight_dir is not None else None)
             if key is not None: cache[key] = feats
         else: feats = cache[key]
         r = evaluate_zero_shot(model, es, p["templates"], topk=p["topk"].get(es.task), batch_size=p["batch_size"],
@@ -526,6 +545,6 @@ def run_evaluate(params:dict|str|Path="params.yaml", # a `Config`, params dict o
                 r["probe_top1"], r["probe_topk"] = probe_accuracy(cache[pkey], np.asarray(feats), es.labels, r["k"], n_classes=len(es.classnames))
         r["seconds"] = round(time.perf_counter() - t1, 3); results.append(r)
     meta = {"model_dir": str(model_dir), "model": {k: info[k] for k in ("name", "variant", "alpha", "epochs", "steps") if k in info} | ({"loss": info["train"].get("loss")} if isinstance(info.get("train"), dict) else {}),
-            "device": device, "params": p, "seconds": round(time.perf_counter() - t0, 3)}
+            "device": device, "params": p, "seconds": round(time.perf_counter() - t0, 3)} | ({"view": "highlighted", "highlight_dir": str(highlight_dir)} if highlight_dir is not None else {})
     save_results(results, out_path, variant, seed, meta)
     return {"variant": variant, "seed": seed, "json": str(out_path), "csv": str(out_path.with_suffix(".csv")), "results": results, "seconds": meta["seconds"]}

@@ -40,13 +40,19 @@ def module_closure(notebook: Path) -> set:
     return {m.replace(".", "/") + ".py" for m in seen}
 
 
-@pytest.mark.parametrize("name", list(STAGES))
-def test_stage_depends_on_exactly_the_modules_it_imports(name):
-    st = STAGES[name]
-    nb = next(d for d in st["deps"] if d.startswith("stages/"))
+STUDY = ROOT / "studies/focus"
+ALL_STAGES = [(ROOT, n, st) for n, st in STAGES.items()] + \
+             [(STUDY, n, st.get("do", st)) for n, st in yaml.safe_load((STUDY / "dvc.yaml").read_text())["stages"].items()]
+
+
+@pytest.mark.parametrize("where, name, st", ALL_STAGES, ids=[f"{w.name}:{n}" for w, n, _ in ALL_STAGES])
+def test_stage_depends_on_exactly_the_modules_it_imports(where, name, st):
+    "The main pipeline's stages and the focus study's: the focusclip modules each declares are exactly those its notebook imports."
+    rel = lambda d: str((where / d).resolve().relative_to(ROOT))
+    nb = next(d for d in st["deps"] if d.endswith(".ipynb"))
     assert nb in st["cmd"], f"{name}: runs a notebook it does not depend on"
-    declared = {d for d in st["deps"] if d.startswith("focusclip/") and d.endswith(".py")}
-    imported = module_closure(ROOT / nb)
+    declared = {rel(d) for d in st["deps"] if rel(d).startswith("focusclip/") and d.endswith(".py")}
+    imported = module_closure(where / nb)
     assert imported - declared == set(), f"{name} imports modules it does not depend on: {sorted(imported - declared)}"
     assert declared - imported == set(), f"{name} depends on modules it never imports: {sorted(declared - imported)}"
     assert not set(NOT_IN_PIPELINE) & declared
