@@ -16,6 +16,7 @@ BENCHMARKS = {  # name -> (script, target as (comparison, value), what the figur
     "describe": ("describe.py", (">=", 20.0), "concurrent over sequential requests to an LLM server with 200 ms latency"),
     "train_step": ("train_step.py", ("<=", 1.05), "FocusCLIP step over floor (CLIP step + one extra highlighted-view pass)"),
     "zeroshot": ("zeroshot.py", (None, None), "zero-shot harness throughput, tiny model on CPU"),
+    "gpu": ("gpu.py", (">=", 40.0), "MFU (%) of the paper's training step on a GPU, batch 256, bf16 (skips without CUDA)"),
 }
 
 
