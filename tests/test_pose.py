@@ -26,8 +26,9 @@ def kp(conf=0.9):
 
 @pytest.fixture
 def no_extra(monkeypatch):
-    "As if `focusclip[pose]` were not installed: importing its packages raises ImportError."
+    "As if `focusclip[pose]` were not installed: importing its packages raises ImportError, and no estimator was ever loaded."
     for p in pose.POSE_PACKAGES: monkeypatch.setitem(sys.modules, p, None)
+    pose.load_estimator.cache_clear()  # an estimator an earlier test loaded in this process would otherwise answer
 
 
 @pytest.fixture(scope="module")
