@@ -91,24 +91,6 @@ def base_params(params:dict|str|Path) -> dict:
     return section(params, "base", BASE_DEFAULTS)
 
 # %% ../nbs/00_config.ipynb #a3b1050e
-class Params(dict):
-    "A params file's contents as read (not yet checked), with `path`, the file it came from (named in errors)."
-    def __init__(self, sections:dict, path:str|Path="params"): super().__init__(sections); self.path = str(path)
-
-class Config(Params):
-    "A params file read once and checked: `{section: checked values}`; stage functions take it as it is."
-
-def where(params, name:str) -> str:
-    "How errors name a section of `params`: `params.yaml:train`."
-    return f"{params if isinstance(params, (str, Path)) else getattr(params, 'path', 'params')}:{name}"
-
-BASE_DEFAULTS = dict(seed=42,  # the seed of stand-alone runs (`focusclip-train` without `--seed`); the pipeline's stages take theirs from the train matrix and data.synthetic.seed
-                     device="auto")  # auto | cpu | cuda | cuda:N
-
-def base_params(params:dict|str|Path) -> dict:
-    "The checked `base` section."
-    return section(params, "base", BASE_DEFAULTS)
-
 def read_config(params:dict|str|Path, # the params file (or its contents)
                 **checkers, # section name -> its checker, e.g. `train=train_config`
                ) -> Config:

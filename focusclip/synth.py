@@ -449,14 +449,12 @@ def check_synthetic(**opts):
 def data_params(params:dict|str|Path, # a params dict, `Config` or file
                ) -> dict:
     "The checked `data` section: `data.synthetic` key by key and range by range against the generator's settings (`data.images` is `focusclip.pose`'s to check)."
-    from focusclip.config import Config, ParamsError, check_params, load_params, where
+    from focusclip.config import Config, ParamsError, section, where
     from focusclip.data import DATA_DEFAULTS, DATA_CHOICES
     if isinstance(params, Config): return params["data"]
-    at = where(params, "data")
-    raw = load_params(params) if isinstance(params, (str, Path)) else params
-    p = check_params(raw.get("data") or {}, {**DATA_DEFAULTS, "synthetic": SYNTH_DEFAULTS}, at, DATA_CHOICES, open_keys=["images"])
+    p = section(params, "data", {**DATA_DEFAULTS, "synthetic": SYNTH_DEFAULTS}, DATA_CHOICES, open_keys=["images"])
     try: check_synthetic(**p["synthetic"])
-    except ValueError as e: raise ParamsError(f"{at}.synthetic: {e}") from e
+    except ValueError as e: raise ParamsError(f"{where(params, 'data')}.synthetic: {e}") from e
     return p
 
 # %% ../nbs/02_synth.ipynb #11535961
