@@ -38,10 +38,10 @@ def env() -> dict:
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     "The FakeLLM server in its own process (so that it does not share the client's interpreter)."
-    proc = subprocess.Popen([sys.executable, "-m", "focusclip.fakellm", "--latency", str(latency)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "focusclip.testing", "--latency", str(latency)], stdout=subprocess.PIPE,
                             text=True, env=env())
     url = proc.stdout.readline().strip()
-    if not url.startswith("http"): proc.kill(); raise RuntimeError(f"fakellm did not start: {url!r}")
+    if not url.startswith("http"): proc.kill(); raise RuntimeError(f"the FakeLLM server did not start: {url!r}")
     return proc, url
 
 

@@ -30,8 +30,9 @@ def data_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("synthetic", help="generate the embedded synthetic dataset")
     s.add_argument("out_dir", help="folder for records.jsonl and images/")
-    for k, d in (("n-train", 2400), ("n-val", 300), ("n-test", 600), ("image-size", 96), ("seed", 42), ("workers", 2)):
-        s.add_argument(f"--{k}", type=int, default=d, help=f"(default {d})")
+    from focusclip.synth import SYNTH_DEFAULTS
+    for k in ("n_train", "n_val", "n_test", "image_size", "seed", "workers"):  # the generator's own defaults
+        s.add_argument(f"--{k.replace('_', '-')}", type=int, default=SYNTH_DEFAULTS[k], help=f"(default {SYNTH_DEFAULTS[k]})")
     c = sub.add_parser("convert", help="convert an annotation file into records.jsonl")
     c.add_argument("format", choices=["mat", "csv", "h5", "json", "coco", "jsonl"], help="the annotation format")
     c.add_argument("path", help="the annotation file")
@@ -40,7 +41,8 @@ def data_parser() -> argparse.ArgumentParser:
     return p
 
 def _data(a):
-    from focusclip.data import read_records, rebase_images, write_jsonl
+    from focusclip.readers import read_records, rebase_images
+    from focusclip.data import write_jsonl
     if a.cmd == "synthetic":
         from focusclip.synth import generate
         recs = generate(a.out_dir, a.n_train, a.n_val, a.n_test, a.image_size, a.seed, a.workers)
@@ -56,18 +58,18 @@ def data_main(argv:list|None=None) -> int:
 
 # %% ../nbs/09_cli.ipynb #0ff81535
 def heatmaps_parser() -> argparse.ArgumentParser:
-    from focusclip.heatmaps import PARTS
+    from focusclip.heatmaps import PARTS, HEATMAP_DEFAULTS as D
     p = _parser("focusclip-heatmaps", "Write a body-part region-of-interest heatmap (8-bit PNG, <id>.png) per record.",
                 "The paper's method: each body part's visible joints span a Gaussian ellipse; parts and people\n"
                 "are summed and clipped to [0, 1]. Only the records' joints and image sizes are read, never the images.\n\n"
                 "example:\n  focusclip-heatmaps data/records/records.jsonl data/heatmaps --size 224")
     p.add_argument("records", help="records.jsonl")
     p.add_argument("out_dir", help="folder for the <id>.png heatmaps")
-    p.add_argument("--size", type=int, default=64, help="output side in pixels (default 64)")
+    p.add_argument("--size", type=int, default=D["size"], help=f"output side in pixels (default {D['size']})")
     p.add_argument("--parts", nargs="+", choices=list(PARTS), help="body parts to use (default: all ten)")
     p.add_argument("--person-level", action="store_true", help="one ellipse per person from all visible joints")
-    p.add_argument("--blend", choices=["sum", "max"], default="sum", help="how parts and people combine (default sum, the paper)")
-    p.add_argument("--min-extent", type=float, default=0.05, help="smallest semi-axis, fraction of person height (default 0.05)")
+    p.add_argument("--blend", choices=["sum", "max"], default=D["blend"], help=f"how parts and people combine (default {D['blend']}; sum is the paper's)")
+    p.add_argument("--min-extent", type=float, default=D["min_extent"], help=f"smallest semi-axis, fraction of person height (default {D['min_extent']})")
     p.add_argument("--split", help="only records of this split")
     return p
 

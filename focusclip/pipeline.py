@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 import yaml
 from .config import ParamsError, Params, Config, load_params, read_config, check_params, where, base_params, flatten, merge
-from .synth import data_params
-from .pose import IMAGES_DEFAULTS
+from .sources import data_params
 from .heatmaps import heatmap_params
 from .describe import describe_params
 from .model import model_params
@@ -20,12 +19,7 @@ from .report import report_params
 __all__ = ['CHECKERS', 'load_config', 'read_preset', 'resolve', 'show_config', 'preset_args', 'apply_preset']
 
 # %% ../nbs/08a_pipeline.ipynb #dbac2db1
-def _data(params) -> dict:
-    "The `data` section with `data.images` checked too (the photos' reader checks it again when it runs)."
-    p = data_params(params)
-    return {**p, "images": check_params(p["images"], IMAGES_DEFAULTS, f"{where(params, 'data')}.images")}
-
-CHECKERS = dict(base=base_params, data=_data, heatmaps=heatmap_params, describe=describe_params,
+CHECKERS = dict(base=base_params, data=data_params, heatmaps=heatmap_params, describe=describe_params,
                 model=model_params, train=train_config, evaluate=evaluate_params, report=report_params)
 
 # %% ../nbs/08a_pipeline.ipynb #0aadf8c2

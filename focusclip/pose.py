@@ -8,8 +8,8 @@ import contextlib, csv, dataclasses, functools, hashlib, importlib.util, json, o
 from pathlib import Path
 from typing import Sequence
 import numpy as np
-from .data import (
-    N_JOINTS, MPII_JOINTS, Person, Record, RecordError, coco_to_mpii, image_size, open_rgb, rebase_images, validate_record, write_jsonl)
+from .data import N_JOINTS, MPII_JOINTS, Person, Record, RecordError, open_rgb, validate_record, write_jsonl
+from .readers import coco_to_mpii, image_size, rebase_images
 
 # %% auto #0
 __all__ = ['POSE_EXTRA', 'POSE_PACKAGES', 'POSE_MODEL', 'MIN_SCORE', 'MIN_CONFIDENCE', 'YOLO_ENV', 'SCALE_PER_HEAD',

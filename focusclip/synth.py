@@ -16,8 +16,8 @@ __all__ = ['ACTIVITIES', 'ACTIVITY_CATEGORY', 'AGE_GROUPS', 'EMOTIONS', 'SPLITS'
            'AIRBORNE', 'BODIES', 'R_ANK', 'R_KNE', 'R_HIP', 'L_HIP', 'L_KNE', 'L_ANK', 'PELVIS', 'THORAX', 'NECK',
            'HEAD', 'R_WRI', 'R_ELB', 'R_SHO', 'L_SHO', 'L_ELB', 'L_WRI', 'FLIP', 'SKIN', 'HAIR', 'STYLES', 'SS',
            'FACES', 'CONTEXTS', 'PLAIN', 'SYNTH_DEFAULTS', 'KNOBS', 'KNOB_CHOICES', 'labels_for', 'pose_joints',
-           'draw_figure', 'check_synthetic', 'data_params', 'sample_scene', 'scene_record', 'draw_scene',
-           'render_sample', 'generate', 'generate_from_params', 'show_grid']
+           'draw_figure', 'check_synthetic', 'sample_scene', 'scene_record', 'draw_scene', 'render_sample', 'generate',
+           'generate_from_params', 'show_grid']
 
 # %% ../nbs/02_synth.ipynb #4aca08f7
 ACTIVITIES = ("standing", "walking", "running", "doing jumping jacks", "sitting", "lying down",
@@ -445,17 +445,6 @@ def _check(n_train, n_val, n_test, image_size, seed, workers, max_bystanders, p_
 def check_synthetic(**opts):
     "Check a full set of generator settings (the keys of `SYNTH_DEFAULTS`): a `ValueError` names the setting and its range."
     _check(**opts)
-
-def data_params(params:dict|str|Path, # a params dict, `Config` or file
-               ) -> dict:
-    "The checked `data` section: `data.synthetic` key by key and range by range against the generator's settings (`data.images` is `focusclip.pose`'s to check)."
-    from focusclip.config import Config, ParamsError, section, where
-    from focusclip.data import DATA_DEFAULTS, DATA_CHOICES
-    if isinstance(params, Config): return params["data"]
-    p = section(params, "data", {**DATA_DEFAULTS, "synthetic": SYNTH_DEFAULTS}, DATA_CHOICES, open_keys=["images"])
-    try: check_synthetic(**p["synthetic"])
-    except ValueError as e: raise ParamsError(f"{where(params, 'data')}.synthetic: {e}") from e
-    return p
 
 # %% ../nbs/02_synth.ipynb #11535961
 def sample_scene(index:int, # index of the image within its split

@@ -16,7 +16,7 @@ from .data import Record, Person, read_jsonl, write_jsonl, image_path, MPII_JOIN
 
 # %% auto #0
 __all__ = ['VARIANTS', 'TRAIN_DEFAULTS', 'TRAIN_CHOICES', 'train_config', 'class_caption', 'pick_description', 'PoseTextDataset',
-           'collate', 'color_augment', 'toy_records', 'ShardSampler', 'lr_factor', 'make_optimizer', 'recall_at_k',
+           'collate', 'color_augment', 'ShardSampler', 'lr_factor', 'make_optimizer', 'recall_at_k',
            'evaluate_retrieval', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'dist_info',
            'param_hash', 'plot_loss_curve', 'batch_heatmaps', 'train_step', 'train', 'main']
 
@@ -188,46 +188,6 @@ def color_augment(images:torch.Tensor, # (B, 3, H, W) float in [0, 1]
     c = 1 + (torch.rand(B, 1, 1, 1, device=images.device) * 2 - 1) * jitter
     mean = x.mean((1, 2, 3), keepdim=True)
     return ((x - mean) * c + mean * b).clamp_(0, 1)
-
-# %% ../nbs/06_train.ipynb #d6b89e34
-_TOY_POSE = np.array([[.40, .95], [.42, .75], [.44, .55], [.56, .55], [.58, .75], [.60, .95], [.50, .55], [.50, .30],
-                      [.50, .24], [.50, .10], [.30, .50], [.34, .40], [.40, .30], [.60, .30], [.66, .40], [.70, .50]], np.float32)
-_TOY_BONES = [(0, 1), (1, 2), (2, 6), (3, 6), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9), (7, 12), (12, 11), (11, 10), (7, 13), (13, 14), (14, 15)]
-_TOY_ACTS = {"running": (220, 40, 40), "sitting": (40, 160, 40), "waving": (40, 60, 220)}
-
-def toy_records(folder:str|Path, # where records.jsonl, images/, heatmaps/ and descriptions.jsonl go
-                n_train:int=32, n_val:int=8, # records per split
-                size:int=64, # image side in pixels
-                seed:int=0,
-                heatmaps:bool=False, # also write `heatmaps/<id>.png` with `focusclip.heatmaps.record_heatmap`
-                descriptions:bool=False, # also write `descriptions.jsonl` (two texts per image)
-               ) -> Path:
-    "Write a tiny records set of stick figures; returns the records file."
-    from PIL import Image, ImageDraw
-    folder = Path(folder); (folder/"images").mkdir(parents=True, exist_ok=True)
-    rng, recs, descs = np.random.default_rng(seed), [], []
-    acts = list(_TOY_ACTS)
-    for i in range(n_train + n_val):
-        act = acts[i % len(acts)]
-        h = rng.uniform(0.5, 0.9) * size; x0, y0 = rng.uniform(0, size - 0.6 * h), rng.uniform(0, size - h)
-        joints = _TOY_POSE * h + np.array([x0, y0]) + rng.normal(0, 0.03 * h, (16, 2))
-        joints = np.clip(joints, 0, size - 1)
-        im = Image.fromarray(rng.integers(90, 170, (size, size, 3), dtype=np.uint8)); d = ImageDraw.Draw(im)
-        for a, b in _TOY_BONES: d.line([tuple(joints[a]), tuple(joints[b])], fill=_TOY_ACTS[act], width=max(1, size // 24))
-        rid = f"toy{i:04d}"; im.save(folder/"images"/f"{rid}.png")
-        p = Person(joints=joints.tolist(), visible=[1] * 16, center=joints[6].tolist(), scale=float(h / 200))
-        recs.append(Record(id=rid, image=f"images/{rid}.png", width=size, height=size, split="train" if i < n_train else "val",
-                           activity=act, category="toy", people=[p]))
-        descs += [{"id": rid, "text": f"a person {act}, arms {'up' if k else 'down'}", "backend": "toy", "model": "", "n": k} for k in range(2)]
-    path = write_jsonl(recs, folder/"records.jsonl")
-    if descriptions: (folder/"descriptions.jsonl").write_text("".join(json.dumps(d) + "\n" for d in descs))
-    if heatmaps:
-        from focusclip.heatmaps import record_heatmap
-        (folder/"heatmaps").mkdir(exist_ok=True)
-        for r in recs:
-            hm = record_heatmap(r, size=(size, size))
-            Image.fromarray(np.round(np.clip(hm, 0, 1) * 255).astype(np.uint8)).save(folder/"heatmaps"/f"{r.id}.png")
-    return path
 
 # %% ../nbs/06_train.ipynb #419acb40
 class ShardSampler(Sampler):

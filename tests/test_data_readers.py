@@ -7,9 +7,10 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from focusclip.data import (MPII_ANNOTATION_FILE, MPII_CSV_JOINTS, N_JOINTS, DownloadError, RangeFileServer, RecordError,
-                            _struct_array, download_file, download_mpii, extract_archive, make_mini_mpii_mat, read_coco,
-                            read_mpii_csv, read_mpii_h5, read_mpii_json, read_mpii_mat, read_records, verify_checksum)
+from focusclip.download import MPII_ANNOTATION_FILE, DownloadError, download_file, download_mpii, extract_archive, verify_checksum
+from focusclip.readers import MPII_CSV_JOINTS, read_coco, read_mpii_csv, read_mpii_h5, read_mpii_json, read_mpii_mat, read_records
+from focusclip.data import N_JOINTS, RecordError
+from focusclip.testing import RangeFileServer, _struct_array, make_mini_mpii_mat
 
 SHARED = Path(__file__).resolve().parents[1].parent/"shared"/"data"
 HEADER = ",".join(["", "NAME", *[f"{j}_{a}" for j in MPII_CSV_JOINTS for a in "XY"], "Scale", "Activity", "Category"])

@@ -1,4 +1,4 @@
-"The openai backend against a real local HTTP server (focusclip.fakellm) with the real openai client."
+"The openai backend against a real local HTTP server (focusclip.testing.FakeLLM) with the real openai client."
 import json
 import socket
 import time
@@ -9,7 +9,7 @@ import pytest
 from focusclip.data import MPII_JOINTS, Person, Record, write_jsonl
 from focusclip.describe import (DescribeError, ReplyCache, describe_params, describe_records, load_descriptions, openai_jobs,
                                 request_key, run_describe)
-from focusclip.fakellm import FakeLLM
+from focusclip.testing import FakeLLM
 
 STANDING = [[90, 180], [90, 145], [90, 110], [110, 110], [110, 145], [110, 180], [100, 110], [100, 55],
             [100, 45], [100, 20], [78, 110], [80, 85], [85, 55], [115, 55], [120, 85], [122, 110]]

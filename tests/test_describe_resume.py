@@ -11,7 +11,7 @@ import pytest
 
 from focusclip.data import Person, Record, write_jsonl
 from focusclip.describe import ReplyCache, load_descriptions, openai_jobs, describe_params
-from focusclip.fakellm import FakeLLM
+from focusclip.testing import FakeLLM
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDING = [[90, 180], [90, 145], [90, 110], [110, 110], [110, 145], [110, 180], [100, 110], [100, 55],

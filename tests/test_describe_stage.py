@@ -10,7 +10,7 @@ import pytest
 
 from focusclip.data import MPII_JOINTS, Person, Record, write_jsonl
 from focusclip.describe import DESCRIBE_DEFAULTS, describe_params, load_descriptions, run_describe
-from focusclip.fakellm import FakeLLM
+from focusclip.testing import FakeLLM
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_KEY = "sk-focusclip-FAKE-KEY-4f9c2e7b1d"  # recognisable: must not appear in any output

@@ -10,7 +10,7 @@ from conftest import ROOT
 
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = DVC_YAML["stages"]
-NOT_IN_PIPELINE = ("focusclip/explorer.py", "focusclip/fakellm.py", "focusclip/pipeline.py", "focusclip/cli.py")
+NOT_IN_PIPELINE = ("focusclip/explorer.py", "focusclip/testing.py", "focusclip/pipeline.py", "focusclip/cli.py")
 
 
 def _imports(src: str, package: str = "focusclip") -> set:
@@ -143,7 +143,7 @@ def test_base_seed_stales_nothing_the_matrix_seeds(committed):
 
 def test_code_no_stage_runs_reruns_nothing(committed):
     with open(committed / "focusclip/explorer.py", "a") as f: f.write("\n# an edit\n")
-    with open(committed / "focusclip/fakellm.py", "a") as f: f.write("\n# an edit\n")
+    with open(committed / "focusclip/testing.py", "a") as f: f.write("\n# an edit\n")
     assert stale(committed) == set()
     with open(committed / "focusclip/describe.py", "a") as f: f.write("\n# an edit\n")
     assert stale(committed) == {"describe"}  # training reads descriptions.jsonl, not the describers

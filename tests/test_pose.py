@@ -8,7 +8,9 @@ import pytest
 from PIL import Image
 
 from focusclip.config import ParamsError, section
-from focusclip.data import DATA_CHOICES, DATA_DEFAULTS, Person, Record, RecordError, read_coco, read_jsonl, read_mpii_json
+from focusclip.sources import DATA_CHOICES, DATA_DEFAULTS
+from focusclip.data import Person, Record, RecordError, read_jsonl
+from focusclip.readers import read_coco, read_mpii_json
 from focusclip import pose
 from focusclip.describe import describe_photo
 from focusclip.pose import (NoPersonWarning, center_scale, head_size, keypoints_to_mpii, people_from_keypoints, pckh,
@@ -158,11 +160,11 @@ def test_labels_csv_and_folder_errors(tmp_path):
 
 
 def test_data_section_accepts_images_and_checks_its_keys(tmp_path):
-    assert "images" in DATA_CHOICES["source"] and DATA_DEFAULTS["images"] == {}
-    from focusclip.synth import data_params
+    assert "images" in DATA_CHOICES["source"] and DATA_DEFAULTS["images"] == pose.IMAGES_DEFAULTS
+    from focusclip.sources import data_params
     from focusclip.pipeline import load_config
     cfg = data_params({"data": {"source": "images", "images": {"root": "x", "labels": "y.csv"}}})
-    assert cfg["images"] == {"root": "x", "labels": "y.csv"}  # the stage's reader fills in and checks the rest
+    assert cfg["images"] == {**pose.IMAGES_DEFAULTS, "root": "x", "labels": "y.csv"}  # checked and filled in with the rest
     full = load_config({"data": {"source": "images", "images": {"root": "x"}}})["data"]["images"]
     assert full["root"] == "x" and full["min_score"] == pose.IMAGES_DEFAULTS["min_score"]
     with pytest.raises(ParamsError, match=r"params:data.images: unknown key\(s\) \['folder'\]"):
@@ -250,7 +252,7 @@ def test_describe_cli_on_a_photo(estimator, shared, tmp_path, capsys):
 
 
 def test_describe_photo_openai_backend_against_local_server(estimator, shared, tmp_path, monkeypatch):
-    from focusclip.fakellm import FakeLLM
+    from focusclip.testing import FakeLLM
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with FakeLLM() as srv:
         text, rec, fig = describe_photo(_photo(shared), "repairing a truck", backend="openai", base_url=srv.base_url,

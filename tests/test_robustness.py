@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from focusclip.config import ParamsError, section
-from focusclip.data import Person, Record, RecordError, open_rgb, read_jsonl, read_mpii_csv, write_jsonl
+from focusclip.data import Person, Record, RecordError, open_rgb, read_jsonl, write_jsonl
+from focusclip.readers import read_mpii_csv
 from focusclip.heatmaps import record_heatmap
 
 
@@ -76,7 +77,7 @@ def test_duplicate_ids_refused_duplicate_image_names_merged(tmp_path):
     p = write_jsonl([_rec(0), _rec(1, id="r0")], tmp_path / "records.jsonl")
     with pytest.raises(RecordError, match="duplicate record id 'r0'"): read_jsonl(p)
     # the MPII CSV keeps one person per row: rows of the same image become one record with both people
-    from focusclip.data import MPII_CSV_JOINTS
+    from focusclip.readers import MPII_CSV_JOINTS
     header = ",NAME," + ",".join(f"{j}_X,{j}_Y" for j in MPII_CSV_JOINTS) + ",Scale,Activity,Category\n"
     row = lambda i: f"{i},same.jpg," + ",".join([f"{100 + i},200"] * 16) + ",1.5,running,sports\n"
     (tmp_path / "m.csv").write_text(header + row(0) + row(1))
@@ -126,7 +127,7 @@ def test_bad_params_value_names_the_key(tmp_path):
 
 
 def test_mpii_source_offline_fails_early_without_fallback(tmp_path):
-    from focusclip.data import prepare_mpii
+    from focusclip.sources import prepare_mpii
     with pytest.raises(FileNotFoundError, match="data.source is 'mpii' but .* is missing"):
         prepare_mpii(tmp_path / "mpii", tmp_path / "records")
     assert not (tmp_path / "records").exists()  # nothing written: no silent synthetic fallback

@@ -9,8 +9,8 @@ from conftest import ROOT
 
 from focusclip.config import ParamsError
 from focusclip.data import read_jsonl
-from focusclip.train import (PoseTextDataset, collate, batch_heatmaps, toy_records, train, train_config, load_checkpoint,
-                             main, TRAIN_DEFAULTS, class_caption)
+from focusclip.train import PoseTextDataset, collate, batch_heatmaps, train, train_config, load_checkpoint, main, TRAIN_DEFAULTS, class_caption
+from focusclip.testing import toy_records
 
 
 def toy_params(data: Path, **train_keys) -> dict:

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 from test_train import toy_params, subprocess_env
-from focusclip.train import toy_records, load_checkpoint
+from focusclip.testing import toy_records
+from focusclip.train import load_checkpoint
 
 
 def free_port() -> int:

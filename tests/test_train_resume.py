@@ -5,7 +5,8 @@ import pytest
 import torch
 import yaml
 from test_train import toy_params, subprocess_env
-from focusclip.train import toy_records, load_checkpoint
+from focusclip.testing import toy_records
+from focusclip.train import load_checkpoint
 
 KILLER = """
 import os, signal, sys
