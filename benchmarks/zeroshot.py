@@ -30,7 +30,8 @@ def main(argv=None):
     import numpy as np, torch
     from PIL import Image
     from focusclip.model import create_model
-    from focusclip.zeroshot import EvalSet, evaluate_zero_shot, encode_images
+    from focusclip.evalsets import EvalSet
+    from focusclip.zeroshot import evaluate_zero_shot, encode_images
     torch.set_num_threads(a.threads); torch.manual_seed(0)
     classes = ["standing", "walking", "running", "doing jumping jacks", "sitting", "lying down",
                "squatting", "kicking", "waving", "pointing", "bending over", "cycling"]

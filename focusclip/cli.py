@@ -146,7 +146,7 @@ def zeroshot_parser() -> argparse.ArgumentParser:
 
 def folder_eval_set(images:str|Path, classes:list|None=None, task:str="activity"):
     "An `EvalSet` from a folder: labelled by subfolder names, or unlabelled (label 0) with `classes`."
-    from focusclip.zeroshot import EvalSet, eval_set_from_labels
+    from focusclip.evalsets import EvalSet, eval_set_from_labels
     root = Path(images)
     if not root.is_dir(): raise FileNotFoundError(f"{root}: not a folder of images")
     subs = sorted(d for d in root.iterdir() if d.is_dir())

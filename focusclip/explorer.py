@@ -8,8 +8,8 @@ import io
 from pathlib import Path
 from typing import Sequence
 import numpy as np
-from .data import Record
-from .heatmaps import PART_NAMES, BLENDS, part_joints, record_heatmap, colorize, highlight, load_image, draw_joints
+from .data import Record, image_path, load_rgb
+from .heatmaps import PART_NAMES, BLENDS, part_joints, record_heatmap, colorize, highlight, draw_joints
 
 # %% auto #0
 __all__ = ['explore', 'explore_folder']
@@ -52,7 +52,7 @@ def explore(records:Sequence[Record], # records to browse
         rec = records[pick.value]
         if rec.id not in cache:
             w = int(size); h = max(1, round(w * rec.height / rec.width))
-            cache[rec.id] = load_image(rec, root, (w, h))
+            cache[rec.id] = load_rgb(image_path(rec, root), (w, h))
         img = cache[rec.id]
         chosen = [n for n, b in part_btns.items() if b.value]
         hm = record_heatmap(rec, (img.shape[1], img.shape[0]), parts=chosen, person_level=person.value, blend=bl.value,

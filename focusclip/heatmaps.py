@@ -8,14 +8,14 @@ import io
 from pathlib import Path
 from typing import Iterable, Sequence
 import numpy as np
-from .data import MPII_JOINTS, N_JOINTS, Record, image_path, open_rgb
+from .data import MPII_JOINTS, N_JOINTS, Record, image_path, open_rgb, load_rgb
 
 # %% auto #0
 __all__ = ['PARTS', 'PART_NAMES', 'ZERO_EXTENT', 'BLENDS', 'WINDOW', 'HEATMAP_DEFAULTS', 'HEATMAP_CHOICES', 'SKELETON',
            'PERSON_COLORS', 'part_joints', 'heatmap_reference', 'part_ellipses', 'heatmap', 'person_heatmap',
            'random_people', 'record_arrays', 'record_heatmap', 'heatmaps_torch', 'records_to_arrays', 'highlight',
            'heatmap_params', 'heatmap_options', 'to_uint8', 'save_heatmap', 'load_heatmap', 'write_heatmaps',
-           'remove_stale', 'load_image', 'colorize', 'figure_sample', 'heatmap_grid', 'draw_joints']
+           'remove_stale', 'colorize', 'figure_sample', 'heatmap_grid', 'draw_joints']
 
 # %% ../nbs/03_heatmaps.ipynb #77498802
 PARTS = {
@@ -412,14 +412,17 @@ def save_heatmap(hm:np.ndarray, path:str|Path) -> Path:
     tmp.replace(path)
     return path
 
-def load_heatmap(path:str|Path) -> np.ndarray:
-    "A heatmap PNG back as float32 (H, W) in [0, 1]."
+def load_heatmap(path:str|Path, # a heatmap PNG (8-bit grayscale, as `save_heatmap` writes)
+                 size=None, # resize (bilinear) to this: int (square) or (width, height); None: as stored
+                ) -> np.ndarray:
+    "A heatmap PNG back as uint8 (H, W) (divide by 255 for [0, 1]): the one heatmap loader of training, evaluation and figures."
     from PIL import Image
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"{path}: heatmap not found")
+    if not path.exists(): raise FileNotFoundError(f"{path}: precomputed heatmap not found; run the heatmaps stage or set train.heatmaps: on_the_fly")
     with Image.open(path) as im:
         if im.mode != "L": raise ValueError(f"{path}: expected an 8-bit grayscale heatmap, got mode {im.mode}")
-        return np.asarray(im, dtype=np.float32) / 255.0
+        if size is not None and im.size != _size(size, im.size): im = im.resize(_size(size, im.size), Image.BILINEAR)
+        return np.asarray(im, dtype=np.uint8)
 
 def write_heatmaps(records:Iterable[Record], # the records
                    out_dir:str|Path, # where `<id>.png` go
@@ -439,15 +442,6 @@ def remove_stale(out_dir:str|Path, # the heatmaps folder
     return stale
 
 # %% ../nbs/03_heatmaps.ipynb #d8f70aba
-def load_image(rec:Record, root:str|Path, size=None) -> np.ndarray:
-    "A record's image as uint8 (H, W, 3), resized to `size` (int or (w, h)) when given."
-    from PIL import Image
-    p = image_path(rec, root)
-    if not p.exists(): raise FileNotFoundError(f"{p}: image of record {rec.id!r} not found")
-    im = open_rgb(p)
-    if size is not None: im = im.resize(_size(size, im.size), Image.BILINEAR)
-    return np.asarray(im)
-
 def colorize(hm:np.ndarray, cmap:str="magma") -> np.ndarray:
     "A heatmap as a uint8 RGB image through a matplotlib colormap."
     import matplotlib
@@ -474,7 +468,7 @@ def heatmap_grid(records:Sequence[Record], # records to show (a few)
     n = max(len(records), 1)
     fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
     for row, rec in zip(axes, records):
-        img = load_image(rec, root, size)
+        img = load_rgb(image_path(rec, root), size)
         hm = record_heatmap(rec, (img.shape[1], img.shape[0]), **opts)
         for ax, im, title in zip(row, [img, hm, highlight(img, np.nan_to_num(hm), alpha)], ["image", "heatmap", f"highlighted (alpha {alpha:g})"]):
             ax.imshow(im, cmap="magma" if im.ndim == 2 else None, vmin=0, vmax=1 if im.ndim == 2 else None)

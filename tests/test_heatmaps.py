@@ -246,7 +246,7 @@ def test_write_and_load(tmp_path):
     back = load_heatmap(paths[0])
     assert back.shape == (32, 32) and np.abs(back - record_heatmap(recs[0], 32)).max() <= 0.5 / 255 + 1e-6
     assert load_heatmap(paths[1]).max() == 0
-    with pytest.raises(FileNotFoundError, match="missing.png: heatmap not found"): load_heatmap(tmp_path / "missing.png")
+    with pytest.raises(FileNotFoundError, match="missing.png: precomputed heatmap not found"): load_heatmap(tmp_path / "missing.png")
 
 
 def test_explorer_updates(tmp_path):
@@ -297,7 +297,7 @@ def test_stage_notebook(tmp_path):
     assert pngs == ["img0.png", "img1.png", "img2.png", "img3.png"]  # the stale one is gone
     im = Image.open(tmp_path / "data/heatmaps/img1.png")
     assert im.mode == "L" and im.size == (24, 24)
-    np.testing.assert_allclose(load_heatmap(tmp_path / "data/heatmaps/img2.png"), record_heatmap(recs[2], 24, blend="max"), atol=0.5 / 255 + 1e-6)
+    np.testing.assert_allclose(load_heatmap(tmp_path / "data/heatmaps/img2.png") / 255, record_heatmap(recs[2], 24, blend="max"), atol=0.5 / 255 + 1e-6)
     assert not (tmp_path / "results/figures/heatmaps_grid.png").exists()  # the figure is its own stage
     subprocess.run([sys.executable, "-m", "papermill", "-k", "python3", str(ROOT / "stages/heatmap_figure.ipynb"), "fig.ipynb",
                     "-p", "params_path", "params.yaml"], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)

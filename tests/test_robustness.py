@@ -25,10 +25,10 @@ def _rec(i, **kw):
 # --- images: corrupt, missing, unexpected modes, huge ---------------------------------------------
 def test_corrupt_image_is_named_in_training_and_evaluation(tmp_path):
     from focusclip.train import _load_image
-    from focusclip.zeroshot import load_image
+    from focusclip.data import load_rgb
     bad = tmp_path / "broken.jpg"; bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    with pytest.raises(ValueError, match="broken.jpg: cannot read image"): _load_image(bad, 32)
-    with pytest.raises(ValueError, match="broken.jpg: cannot read image"): load_image(bad, 32)
+    with pytest.raises(ValueError, match="broken.jpg: cannot read image"): _load_rgb(bad, 32)
+    with pytest.raises(ValueError, match="broken.jpg: cannot read image"): load_rgb(bad, 32)
 
 
 def test_missing_image_is_named(tmp_path):
@@ -62,7 +62,8 @@ def test_huge_frame_heatmap():
 # --- records: empty dataset, duplicates, joints ----------------------------------------------------
 def test_empty_dataset_gives_clear_errors(tmp_path):
     from focusclip.train import train
-    from focusclip.zeroshot import EvalSet, evaluate_zero_shot
+    from focusclip.evalsets import EvalSet
+    from focusclip.zeroshot import evaluate_zero_shot
     from focusclip.model import create_model
     p = tmp_path / "records.jsonl"; p.write_text("")
     assert read_jsonl(p) == []
@@ -108,7 +109,7 @@ def test_empty_activity_is_kept_and_described():
 
 
 def test_unknown_label_in_evaluation_is_named():
-    from focusclip.zeroshot import eval_set_from_labels
+    from focusclip.evalsets import eval_set_from_labels
     with pytest.raises(ValueError, match=r"labels.csv: item 1 \(b.jpg\) has label 'juggling'"):
         eval_set_from_labels("s40", "activity", ["a.jpg", "b.jpg"], ["running", "juggling"], ["running", "sitting"], where="labels.csv")
 

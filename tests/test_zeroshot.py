@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 from conftest import ROOT
 from focusclip.model import create_model, save_model
-from focusclip.zeroshot import (EvalSet, build_zero_shot_classifier, encode_images, evaluate_zero_shot, run_evaluate,
-                                load_results, accuracy, load_image)
+from focusclip.evalsets import EvalSet
+from focusclip.data import load_rgb
+from focusclip.zeroshot import build_zero_shot_classifier, encode_images, evaluate_zero_shot, run_evaluate, load_results, accuracy
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_evaluate_matches_direct_computation(model, records):
     assert es.key == "activity/synthetic" and len(es) == 36 and len(es.classnames) == 12
     r = evaluate_zero_shot(model, es, bootstrap=200, progress=False, return_logits=True)
     W = build_zero_shot_classifier(model, es.classnames, r["templates"])
-    x = torch.from_numpy(np.stack([load_image(p, model.image_size) for p in es.items]))
+    x = torch.from_numpy(np.stack([load_rgb(p, model.image_size) for p in es.items])).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad(): logits = model.encode_image(x) @ W
     np.testing.assert_allclose(r["logits"], logits.numpy(), atol=1e-4)
     a1, a3 = accuracy(logits, es.labels, (1, 3))
