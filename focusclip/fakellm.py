@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, json, random, socket, threading, time, uuid
 from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from .describe import describe_rules, record_from_payload, request_key
+from .prompts import describe_rules, record_from_payload, request_key
 
 # %% auto #0
 __all__ = ['FAULTS', 'FakeLLM', 'main']
