@@ -14,8 +14,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from focusclip.data import Person, Record, write_jsonl  # noqa: E402
-from focusclip.describe import ReplyCache, describe_params, describe_records, load_descriptions  # noqa: E402
+from focusclip.data import Person, Record, load_descriptions, write_jsonl  # noqa: E402
+from focusclip.describe import describe_params, describe_records  # noqa: E402
+from focusclip.replies import ReplyCache  # noqa: E402
 
 STANDING = [[90, 180], [90, 145], [90, 110], [110, 110], [110, 145], [110, 180], [100, 110], [100, 55],
             [100, 45], [100, 20], [78, 110], [80, 85], [85, 55], [115, 55], [120, 85], [122, 110]]

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 import numpy as np
 from .data import N_JOINTS, Person, Record, write_jsonl
-from .describe import describe_rules, record_from_payload, request_key
+from .prompts import describe_rules, record_from_payload, request_key
 
 # %% auto #0
 __all__ = ['FAULTS', 'make_mini_mpii_mat', 'RangeFileServer', 'toy_records', 'FakeLLM', 'main']

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from focusclip.data import Record, write_jsonl
-from focusclip.describe import DescribeError, describe_params, describe_records, load_descriptions, run_describe
+from focusclip.data import Record, load_descriptions, write_jsonl
+from focusclip.describe import describe_params, describe_records, run_describe
+from focusclip.prompts import DescribeError
 
 
 @pytest.fixture(autouse=True)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from focusclip.data import MPII_JOINTS, Person, Record, write_jsonl
-from focusclip.describe import (DescribeError, ReplyCache, describe_params, describe_records, load_descriptions, openai_jobs,
-                                request_key, run_describe)
+from focusclip.data import MPII_JOINTS, Person, Record, load_descriptions, write_jsonl
+from focusclip.describe import describe_params, describe_records, openai_jobs, run_describe
+from focusclip.prompts import DescribeError, request_key
+from focusclip.replies import ReplyCache
 from focusclip.testing import FakeLLM
 
 STANDING = [[90, 180], [90, 145], [90, 110], [110, 110], [110, 145], [110, 180], [100, 110], [100, 55],

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from focusclip.data import Person, Record, write_jsonl
-from focusclip.describe import ReplyCache, load_descriptions, openai_jobs, describe_params
+from focusclip.data import Person, Record, load_descriptions, write_jsonl
+from focusclip.describe import openai_jobs, describe_params
+from focusclip.replies import ReplyCache
 from focusclip.testing import FakeLLM
 
 ROOT = Path(__file__).resolve().parents[1]

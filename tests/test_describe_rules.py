@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from focusclip.data import MPII_JOINTS, Person, Record
-from focusclip.describe import (DescribeError, ReplyCache, build_messages, describe_records, describe_rules, load_descriptions,
-                                load_template, pose_facts, record_from_payload, user_payload, write_descriptions)
+from focusclip.data import MPII_JOINTS, Person, Record, load_descriptions, write_descriptions
+from focusclip.describe import describe_records
+from focusclip.prompts import (DescribeError, build_messages, describe_rules, load_template, pose_facts, record_from_payload,
+                               user_payload)
+from focusclip.replies import ReplyCache
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

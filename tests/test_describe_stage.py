@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from focusclip.data import MPII_JOINTS, Person, Record, write_jsonl
-from focusclip.describe import DESCRIBE_DEFAULTS, describe_params, load_descriptions, run_describe
+from focusclip.data import MPII_JOINTS, Person, Record, load_descriptions, write_jsonl
+from focusclip.describe import DESCRIBE_DEFAULTS, describe_params, run_describe
 from focusclip.testing import FakeLLM
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -100,7 +100,7 @@ def test_generator_settings_are_checked(tmp_path):
 
 
 def test_describer_appearance_option():
-    from focusclip.describe import describe_rules
+    from focusclip.prompts import describe_rules
     close = next(r for i in range(40) for r in [synth.render_sample(i, "train", image_size=64, p_closeup=1.0)[1]])
     far = synth.render_sample(0, "train", image_size=64, p_closeup=0.0)[1]
     emo = lambda r: r.labels["emotion"]

@@ -100,7 +100,7 @@ def test_non_finite_coordinates_are_refused_with_the_line(tmp_path, bad):
 
 
 def test_empty_activity_is_kept_and_described():
-    from focusclip.describe import describe_rules
+    from focusclip.prompts import describe_rules
     from focusclip.train import class_caption
     r = _rec(0, activity="")
     text = describe_rules(r, 0)
