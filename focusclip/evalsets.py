@@ -120,10 +120,8 @@ def age_classes(bins:str|Sequence="life") -> list[str]:
 
 # %% ../nbs/07_evalsets.ipynb #da1523e3
 def _synth_classes() -> dict:
-    try:
-        from focusclip import synth
-        return {"activity": list(synth.ACTIVITIES), "age": list(synth.AGE_GROUPS), "emotion": list(synth.EMOTIONS)}
-    except (ImportError, AttributeError): return {}
+    from focusclip.people import ACTIVITIES, AGE_GROUPS, EMOTIONS
+    return {"activity": list(ACTIVITIES), "age": list(AGE_GROUPS), "emotion": list(EMOTIONS)}
 
 def synthetic_tasks(records_path:str|Path, # the records file (data/records/records.jsonl)
                     split:str="test", # the held-out split

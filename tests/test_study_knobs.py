@@ -7,7 +7,9 @@ from PIL import Image
 
 from focusclip.data import read_jsonl
 from focusclip import synth
-from focusclip.synth import ACTIVITIES, BODIES, CONTEXTS, KNOBS, PLAIN, SYNTH_DEFAULTS, draw_scene, generate, sample_scene
+from focusclip import people
+from focusclip.people import ACTIVITIES, BODIES
+from focusclip.synth import CONTEXTS, KNOBS, PLAIN, SYNTH_DEFAULTS, draw_scene, generate, sample_scene
 
 # sha256 of `generate(tmp, n_train=6, n_val=3, n_test=6, workers=1)`, recorded before the knobs existed
 DEFAULT_DIGESTS = {
@@ -76,7 +78,7 @@ def test_subject_only_keeps_the_subject_and_removes_everything_else(tmp_path, mo
         assert (full[empty] != PLAIN).any(-1).mean() > 0.9  # where the scene had its background, bystanders, shapes
         keep = covered.copy()
         if sc["occluder"] is not None:  # the occluder is drawn over the subject (a pixel's margin for the box filter)
-            lo, hi = (np.asarray(v) / synth.SS for v in sc["occluder"][:2])
+            lo, hi = (np.asarray(v) / people.SS for v in sc["occluder"][:2])
             ys, xs = np.mgrid[:full.shape[0], :full.shape[1]]
             keep &= ~((xs >= lo[0] - 1) & (xs <= hi[0] + 1) & (ys >= lo[1] - 1) & (ys <= hi[1] + 1))
         assert (full[keep] == only[keep]).all()  # the subject is drawn exactly as in the scene
@@ -105,7 +107,7 @@ def test_bystander_opacity_scale_and_activity():
 
 def _sky_ground_shift(sc) -> tuple[np.ndarray, np.ndarray]:
     "How much the context changed the sky (top row) and the ground (bottom row, where the ground gradient is 0.8x) of the scene's background."
-    n = sc["size"] * synth.SS
+    n = sc["size"] * people.SS
     ctx, plain = (synth._background(sc["bg_seed"], 0.0, n, c).astype(float) for c in (sc["context"], None))
     ok = (ctx > 0) & (ctx < 255) & (plain > 0) & (plain < 255)  # not clipped
     med = lambda row: np.array([np.median((ctx - plain)[row, :, c][ok[row, :, c]]) for c in range(3)])
@@ -113,7 +115,7 @@ def _sky_ground_shift(sc) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _expected_shift(sc) -> tuple[np.ndarray, np.ndarray]:
-    st, rng = synth.STYLES["scene"], np.random.default_rng([sc["bg_seed"], 0])
+    st, rng = people.STYLES["scene"], np.random.default_rng([sc["bg_seed"], 0])
     si, gi = rng.integers(len(st["sky"])), rng.integers(len(st["ground"]))  # the random palette entries the context replaces
     cs, cg = CONTEXTS[sc["context"]]
     return np.subtract(st["sky"][cs], st["sky"][si]), np.subtract(st["ground"][cg], st["ground"][gi])

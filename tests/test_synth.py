@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from focusclip.data import read_jsonl, image_path, face_visible
-from focusclip.synth import (ACTIVITIES, AGE_GROUPS, EMOTIONS, SPLITS, SYNTH_DEFAULTS, generate, render_sample)
+from focusclip.people import ACTIVITIES, AGE_GROUPS, EMOTIONS
+from focusclip.synth import SPLITS, SYNTH_DEFAULTS, generate, render_sample
 
 
 def _digests(folder: Path) -> dict:
