@@ -243,7 +243,7 @@ def test_write_and_load(tmp_path):
     recs = [Record(id="a", image="a.png", width=80, height=70, people=[Person(j.tolist(), v.tolist())]),
             Record(id="b", image="b.png", width=80, height=70)]
     paths = write_heatmaps(recs, tmp_path / "hm", 32)
-    back = load_heatmap(paths[0])
+    back = load_heatmap(paths[0]) / 255
     assert back.shape == (32, 32) and np.abs(back - record_heatmap(recs[0], 32)).max() <= 0.5 / 255 + 1e-6
     assert load_heatmap(paths[1]).max() == 0
     with pytest.raises(FileNotFoundError, match="missing.png: precomputed heatmap not found"): load_heatmap(tmp_path / "missing.png")

@@ -27,7 +27,7 @@ def test_corrupt_image_is_named_in_training_and_evaluation(tmp_path):
     from focusclip.train import _load_image
     from focusclip.data import load_rgb
     bad = tmp_path / "broken.jpg"; bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    with pytest.raises(ValueError, match="broken.jpg: cannot read image"): _load_rgb(bad, 32)
+    with pytest.raises(ValueError, match="broken.jpg: cannot read image"): _load_image(bad, 32)
     with pytest.raises(ValueError, match="broken.jpg: cannot read image"): load_rgb(bad, 32)
 
 
