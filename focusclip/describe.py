@@ -151,8 +151,13 @@ def _classify(err, openai) -> tuple[bool, str]:
     if isinstance(err, (openai.APIResponseValidationError, ValueError, TypeError)): return True, f"malformed reply: {type(err).__name__}: {err}"
     return False, f"{type(err).__name__}: {err}"
 
+class _Failed(Exception):
+    "A request that failed: why, whether it may be tried again, and how long the server asked to wait."
+    def __init__(self, reason:str, retryable:bool=False, wait:float|None=None):
+        super().__init__(reason); self.reason, self.retryable, self.wait = reason, retryable, wait
+
 async def _run_jobs(jobs:list[Job], p:dict, cache:ReplyCache|None, stats:dict, progress:bool=True) -> tuple[list, list]:
-    import openai
+    import openai, tenacity
     from openai.types.chat import ChatCompletion
     from tqdm import tqdm
     key = api_key_for(p["base_url"])
@@ -161,35 +166,37 @@ async def _run_jobs(jobs:list[Job], p:dict, cache:ReplyCache|None, stats:dict, p
     done, failed = [], []
     bar = tqdm(total=len(jobs), desc="describe (openai)", disable=not progress, mininterval=2)
 
+    def backoff(rs):  # the server's Retry-After when it sends one, else exponential with jitter (seeded)
+        e = rs.outcome.exception()
+        return e.wait if e.wait is not None else min(p["backoff_max"], p["backoff"] * 2 ** (rs.attempt_number - 1)) * rng.uniform(0.5, 1.5)
+    retrying = dict(stop=tenacity.stop_after_attempt(p["max_retries"] + 1), wait=backoff, reraise=True,
+                    retry=tenacity.retry_if_exception(lambda e: isinstance(e, _Failed) and e.retryable))
+
+    async def request(job, attempt:int):
+        if stats["requests"] >= p["max_requests"]: raise _Failed(f"request budget exhausted (max_requests={p['max_requests']})")
+        stats["requests"] += 1
+        if attempt > 1: stats["retries"] += 1
+        try:
+            # the body goes out exactly as keyed in the cache (`client.post` skips the client's per-call
+            # re-validation of the typed parameters, which costs more CPU than the request itself)
+            return parse_reply(await client.post("/chat/completions", body=job.body, cast_to=ChatCompletion))
+        except Exception as e:  # noqa: BLE001 -- classified here; only retryable errors are tried again
+            retryable, reason = _classify(e, openai)
+            reason = redact(reason, key)
+            stats["errors"][reason.split(":")[0]] = stats["errors"].get(reason.split(":")[0], 0) + 1
+            raise _Failed(reason, retryable, _retry_after(e)) from None
+
     async def one(job):
-        reason = ""
         async with sem:
-            for attempt in range(p["max_retries"] + 1):
-                if stats["requests"] >= p["max_requests"]:
-                    reason = f"request budget exhausted (max_requests={p['max_requests']})"; break
-                stats["requests"] += 1
-                if attempt: stats["retries"] += 1
-                wait = None
-                try:
-                    # the body goes out exactly as keyed in the cache (`client.post` skips the client's per-call
-                    # re-validation of the typed parameters, which costs more CPU than the request itself)
-                    resp = await client.post("/chat/completions", body=job.body, cast_to=ChatCompletion)
-                    text, usage = parse_reply(resp)
-                except Exception as e:  # noqa: BLE001 -- classified below; non-retryable errors end the loop
-                    retry, reason = _classify(e, openai)
-                    reason = redact(reason, key)
-                    stats["errors"][reason.split(":")[0]] = stats["errors"].get(reason.split(":")[0], 0) + 1
-                    if not retry: break
-                    wait = _retry_after(e)
-                else:
-                    stats["prompt_tokens"] += usage["prompt_tokens"]; stats["completion_tokens"] += usage["completion_tokens"]
-                    entry = dict(key=job.key, id=job.rec_id, n=job.n, text=text, model=job.body["model"], usage=usage)
-                    if cache is not None: await asyncio.to_thread(cache.put, entry)  # fsync off the event loop
-                    done.append(entry); bar.update(); return
-                if attempt < p["max_retries"]:
-                    delay = wait if wait is not None else min(p["backoff_max"], p["backoff"] * 2 ** attempt) * rng.uniform(0.5, 1.5)
-                    await asyncio.sleep(delay)
-        failed.append(dict(id=job.rec_id, n=job.n, key=job.key, reason=reason)); bar.update()
+            try:
+                async for attempt in tenacity.AsyncRetrying(**retrying):
+                    with attempt: text, usage = await request(job, attempt.retry_state.attempt_number)
+            except _Failed as e:
+                failed.append(dict(id=job.rec_id, n=job.n, key=job.key, reason=e.reason)); bar.update(); return
+            stats["prompt_tokens"] += usage["prompt_tokens"]; stats["completion_tokens"] += usage["completion_tokens"]
+            entry = dict(key=job.key, id=job.rec_id, n=job.n, text=text, model=job.body["model"], usage=usage)
+            if cache is not None: await asyncio.to_thread(cache.put, entry)  # fsync off the event loop
+            done.append(entry); bar.update()
 
     try: await asyncio.gather(*(one(j) for j in jobs))
     finally:

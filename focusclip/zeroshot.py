@@ -320,7 +320,7 @@ EVALUATE_DEFAULTS = {
     "bootstrap": 1000,  # bootstrap resamples for the 95 % intervals
     "topk": dict(TASK_TOPK),  # task -> k (the paper: activity 3, age 1, emotion 3)
     "templates": dict(DEFAULT_TEMPLATES),  # task (or task/dataset) -> prompt templates; the first is the paper's
-    "paths": {},  # dataset name -> its root folder or annotation file (see focusclip.evalsets)
+    "paths": {},  # dataset name -> its root folder or annotation file (see focusclip.evaldata)
     "options": {},  # dataset name -> reader options, e.g. {fer2013: {split: train}}
     "embedding_points": 300,  # image embeddings kept per set for the report's embedding plot
     "progress": True,
