@@ -112,6 +112,58 @@ def _leg_direction(h, k, a):
     if ang >= 20: return "angled out to the side"
     return "pointing down"
 
+def _torso(hips, shoulders) -> dict:
+    "The torso's lean from vertical, in words."
+    if hips is None or shoulders is None: return dict(visible=False, lean_deg=None, lean=None)
+    v = shoulders - hips
+    lean = from_vertical(v)
+    side = "left" if v[0] < 0 else "right"
+    if v[1] > 0 and lean < 60: word, lean = "upside down", 180 - lean
+    elif lean < 15: word = "upright"
+    elif lean < 35: word = f"leaning slightly towards the {side} of the image"
+    elif lean < 60: word = f"leaning strongly towards the {side} of the image"
+    else: word = "horizontal"
+    return dict(visible=True, lean_deg=round(lean, 1), lean=word)
+
+def _head(neck, top) -> dict:
+    "The head's tilt from vertical, in words."
+    if neck is None or top is None: return dict(visible=False, tilt_deg=None, pose=None)
+    v = top - neck
+    tilt = from_vertical(v)
+    if v[1] > 0 and tilt < 60: head = "lowered below the neck"
+    elif tilt < 20: head = "upright above the shoulders"
+    elif tilt < 60: head = f"tilted towards the {'left' if v[0] < 0 else 'right'} of the image"
+    else: head = f"turned sideways, level with the neck"
+    return dict(visible=True, tilt_deg=round(tilt, 1), pose=head)
+
+def _limbs(P, head_y, torso_len) -> dict:
+    "Each limb's bend at the elbow or knee and its direction."
+    f = {}
+    for limb, (j1, j2, j3) in LIMBS.items():
+        p1, p2, p3 = P(j1), P(j2), P(j3)
+        if p1 is None or p2 is None or p3 is None:
+            f[limb] = dict(visible=False, angle=None, bend=None, direction=None); continue
+        ang = bend_angle(p1, p2, p3)
+        d = _arm_direction(p1, p2, p3, head_y, torso_len) if limb.endswith("arm") else _leg_direction(p1, p2, p3)
+        f[limb] = dict(visible=True, angle=round(ang, 1), bend=bend_word(ang), direction=d)
+        if limb.endswith("leg"):
+            f[limb]["thigh_from_vertical"] = round(from_vertical(p2 - p1), 1)
+            f[limb]["shin_from_vertical"] = round(from_vertical(p3 - p2), 1)
+    return f
+
+def _hands_and_feet(P, head_y, torso_len) -> dict:
+    "Hands above the head, and feet wider apart than the hips."
+    lw, rw = P("l_wrist"), P("r_wrist")
+    f = dict(hands_above_head=dict(left=bool(lw is not None and head_y is not None and lw[1] < head_y),
+                                   right=bool(rw is not None and head_y is not None and rw[1] < head_y)))
+    la, ra = P("l_ankle"), P("r_ankle")
+    lh, rh = P("l_hip"), P("r_hip")
+    if la is not None and ra is not None:
+        hip_w = float(np.linalg.norm(lh - rh)) if lh is not None and rh is not None else 0.5 * torso_len
+        f["feet_apart"] = bool(np.linalg.norm(la - ra) > max(2.0 * hip_w, 0.5 * torso_len))
+    else: f["feet_apart"] = None
+    return f
+
 def pose_facts(person:Person, # the person
                width:int, # image width in pixels
                height:int, # image height in pixels
@@ -128,50 +180,12 @@ def pose_facts(person:Person, # the person
     hips, shoulders = _mid(P("l_hip"), P("r_hip"), P("pelvis")), _mid(P("l_shoulder"), P("r_shoulder"), P("thorax"))
     torso_len = float(np.linalg.norm(shoulders - hips)) if hips is not None and shoulders is not None else 0.3 * max(f["height_px"], 1)
     torso_len = max(torso_len, 1e-3)
-    # torso
-    if hips is not None and shoulders is not None:
-        v = shoulders - hips
-        lean = from_vertical(v)
-        side = "left" if v[0] < 0 else "right"
-        if v[1] > 0 and lean < 60: word, lean = "upside down", 180 - lean
-        elif lean < 15: word = "upright"
-        elif lean < 35: word = f"leaning slightly towards the {side} of the image"
-        elif lean < 60: word = f"leaning strongly towards the {side} of the image"
-        else: word = "horizontal"
-        f["torso"] = dict(visible=True, lean_deg=round(lean, 1), lean=word)
-    else: f["torso"] = dict(visible=False, lean_deg=None, lean=None)
-    # head
+    f["torso"] = _torso(hips, shoulders)
     neck, top = P("upper_neck") if m[J["upper_neck"]] else P("thorax"), P("head_top")
-    if neck is not None and top is not None:
-        v = top - neck
-        tilt = from_vertical(v)
-        if v[1] > 0 and tilt < 60: head = "lowered below the neck"
-        elif tilt < 20: head = "upright above the shoulders"
-        elif tilt < 60: head = f"tilted towards the {'left' if v[0] < 0 else 'right'} of the image"
-        else: head = f"turned sideways, level with the neck"
-        f["head"] = dict(visible=True, tilt_deg=round(tilt, 1), pose=head)
-    else: f["head"] = dict(visible=False, tilt_deg=None, pose=None)
+    f["head"] = _head(neck, top)
     head_y = top[1] if top is not None else (neck[1] - 0.3 * torso_len if neck is not None else None)
-    # limbs
-    for limb, (j1, j2, j3) in LIMBS.items():
-        p1, p2, p3 = P(j1), P(j2), P(j3)
-        if p1 is None or p2 is None or p3 is None:
-            f[limb] = dict(visible=False, angle=None, bend=None, direction=None); continue
-        ang = bend_angle(p1, p2, p3)
-        d = _arm_direction(p1, p2, p3, head_y, torso_len) if limb.endswith("arm") else _leg_direction(p1, p2, p3)
-        f[limb] = dict(visible=True, angle=round(ang, 1), bend=bend_word(ang), direction=d)
-        if limb.endswith("leg"):
-            f[limb]["thigh_from_vertical"] = round(from_vertical(p2 - p1), 1)
-            f[limb]["shin_from_vertical"] = round(from_vertical(p3 - p2), 1)
-    lw, rw = P("l_wrist"), P("r_wrist")
-    f["hands_above_head"] = dict(left=bool(lw is not None and head_y is not None and lw[1] < head_y),
-                                 right=bool(rw is not None and head_y is not None and rw[1] < head_y))
-    la, ra = P("l_ankle"), P("r_ankle")
-    lh, rh = P("l_hip"), P("r_hip")
-    if la is not None and ra is not None:
-        hip_w = float(np.linalg.norm(lh - rh)) if lh is not None and rh is not None else 0.5 * torso_len
-        f["feet_apart"] = bool(np.linalg.norm(la - ra) > max(2.0 * hip_w, 0.5 * torso_len))
-    else: f["feet_apart"] = None
+    f.update(_limbs(P, head_y, torso_len))
+    f.update(_hands_and_feet(P, head_y, torso_len))
     f["state"] = _state(f, pts)
     return f
 
