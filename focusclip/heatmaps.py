@@ -426,7 +426,7 @@ def load_heatmap(path:str|Path, # a heatmap PNG (8-bit grayscale, as `save_heatm
 
 def write_heatmaps(records:Iterable[Record], # the records
                    out_dir:str|Path, # where `<id>.png` go
-                   size=64, # output size (int: square)
+                   size=HEATMAP_DEFAULTS["size"], # output size (int: square)
                    **opts, # as for `heatmap`
                   ) -> list[Path]:
     "Write every record's heatmap as `out_dir/<id>.png`; returns the paths."
