@@ -63,7 +63,9 @@ def main(argv=None):
     from focusclip.data import load_descriptions
     from focusclip.losses import FocusCLIPLoss
     from focusclip.model import MODEL_CHOICES, MODEL_DEFAULTS, create_model_from_params, num_params
-    from focusclip.train import PoseTextDataset, collate, make_optimizer, train_config, train_step
+    from focusclip.recipe import train_config
+    from focusclip.batches import PoseTextDataset, collate
+    from focusclip.train import make_optimizer, train_step
     from focusclip.testing import toy_records
     if a.threads: torch.set_num_threads(a.threads)
     device = get_device(a.device)

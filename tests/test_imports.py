@@ -88,3 +88,13 @@ def test_no_library_module_imports_the_fixtures():
 def test_modules_stay_small(limit):
     sizes = {p.stem: len(p.read_text().splitlines()) for p in PKG.glob("*.py") if not p.stem.startswith("_")}
     assert not {m: n for m, n in sizes.items() if n > limit}, f"modules over {limit} lines: {sizes}"
+
+
+def test_study_fingerprints_every_module_its_numbers_depend_on():
+    "`study.SOURCES` (hashed into every point's fingerprint) is the study's import closure, less the report that only draws it."
+    from focusclip.study import SOURCES
+    graph, seen, todo = library_graph(), set(), ["study"]
+    while todo:
+        m = todo.pop()
+        if m not in seen: seen.add(m); todo += sorted(graph[m])
+    assert set(SOURCES) == seen - {"study", "report"}

@@ -24,25 +24,25 @@ def _rec(i, **kw):
 
 # --- images: corrupt, missing, unexpected modes, huge ---------------------------------------------
 def test_corrupt_image_is_named_in_training_and_evaluation(tmp_path):
-    from focusclip.train import _load_image
+    from focusclip.features import load_image_tensor
     from focusclip.data import load_rgb
     bad = tmp_path / "broken.jpg"; bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    with pytest.raises(ValueError, match="broken.jpg: cannot read image"): _load_image(bad, 32)
+    with pytest.raises(ValueError, match="broken.jpg: cannot read image"): load_image_tensor(bad, 32)
     with pytest.raises(ValueError, match="broken.jpg: cannot read image"): load_rgb(bad, 32)
 
 
 def test_missing_image_is_named(tmp_path):
-    from focusclip.train import _load_image
-    with pytest.raises(FileNotFoundError, match="gone.png: image not found"): _load_image(tmp_path / "gone.png", 32)
+    from focusclip.features import load_image_tensor
+    with pytest.raises(FileNotFoundError, match="gone.png: image not found"): load_image_tensor(tmp_path / "gone.png", 32)
 
 
 @pytest.mark.parametrize("mode,value,ext", [("L", 90, "png"), ("RGBA", (200, 10, 10, 255), "png"), ("CMYK", (0, 200, 0, 0), "jpg"),
                                             ("I;16", 40000, "png"), ("P", 3, "png"), ("1", 1, "png")])
 def test_any_image_mode_becomes_rgb(tmp_path, mode, value, ext):
-    from focusclip.train import _load_image
+    from focusclip.features import load_image_tensor
     p = tmp_path / f"im.{ext}"
     (Image.fromarray(np.full((6, 7), value, dtype=np.uint16)) if mode == "I;16" else Image.new(mode, (7, 6), value)).save(p)
-    t = _load_image(p, 16)
+    t = load_image_tensor(p, 16)
     assert tuple(t.shape) == (3, 16, 16) and t.dtype.is_floating_point is False
     assert open_rgb(p).mode == "RGB"
 
@@ -101,7 +101,7 @@ def test_non_finite_coordinates_are_refused_with_the_line(tmp_path, bad):
 
 def test_empty_activity_is_kept_and_described():
     from focusclip.prompts import describe_rules
-    from focusclip.train import class_caption
+    from focusclip.batches import class_caption
     r = _rec(0, activity="")
     text = describe_rules(r, 0)
     assert text and "person" in text.lower()
@@ -116,7 +116,7 @@ def test_unknown_label_in_evaluation_is_named():
 
 # --- parameters ------------------------------------------------------------------------------------
 def test_bad_params_value_names_the_key(tmp_path):
-    from focusclip.train import train_config
+    from focusclip.recipe import train_config
     p = tmp_path / "params.yaml"
     p.write_text("train:\n  epochs: many\n")
     with pytest.raises(ParamsError, match=r"params.yaml:train.epochs: expected int"): train_config(p)

@@ -9,7 +9,9 @@ from conftest import ROOT
 
 from focusclip.config import ParamsError
 from focusclip.data import read_jsonl
-from focusclip.train import PoseTextDataset, collate, batch_heatmaps, train, train_config, load_checkpoint, main, TRAIN_DEFAULTS, class_caption
+from focusclip.recipe import TRAIN_DEFAULTS, train_config
+from focusclip.batches import PoseTextDataset, collate, batch_heatmaps, class_caption
+from focusclip.train import train, load_checkpoint, main
 from focusclip.testing import toy_records
 
 
