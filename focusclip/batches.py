@@ -26,8 +26,8 @@ def pick_description(texts:list, # an image's descriptions
     return texts[int(rng.integers(len(texts)))]
 
 # %% ../nbs/05d_batches.ipynb #e281cb1e
-# the loaders are the feature cache's: training, the cache and its tests decode files the same way
-from .features import load_image_tensor as _load_image, load_heatmap_tensor as _load_heatmap
+# the one image and heatmap loaders (as tensors): training, the feature cache and evaluation decode files the same way
+from .features import load_image_tensor, load_heatmap_tensor
 
 # %% ../nbs/05d_batches.ipynb #4270a424
 class PoseTextDataset(Dataset):
@@ -66,14 +66,14 @@ class PoseTextDataset(Dataset):
 
     def _image(self, i):
         if i in self._images: return self._images[i]
-        x = _load_image(image_path(self.records[i], self.root), self.size, self.records[i])
+        x = load_image_tensor(image_path(self.records[i], self.root), self.size, self.records[i])
         if self.cache: self._images[i] = x
         return x
 
     def _heatmap(self, i):
         if self.heatmaps != "precomputed": return None
         if i in self._heat: return self._heat[i]
-        x = _load_heatmap(self.heatmaps_dir/f"{self.records[i].id}.png", self.size)
+        x = load_heatmap_tensor(self.heatmaps_dir/f"{self.records[i].id}.png", self.size)
         if self.cache: self._heat[i] = x
         return x
 

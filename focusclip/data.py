@@ -252,4 +252,4 @@ def load_rgb(item, # an image file, or an HxW / HxWx3 array of pixel values
         if not (x1 > x0 and y1 > y0): raise ValueError(f"{name}: crop box {list(box)} is empty inside the {im.width}x{im.height} image")
         im = im.crop((int(x0), int(y0), int(math.ceil(x1)), int(math.ceil(y1))))
     if wh is not None and im.size != wh: im = im.resize(wh, Image.BILINEAR)
-    return np.asarray(im)
+    return np.array(im)  # a writable copy

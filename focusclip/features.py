@@ -8,7 +8,8 @@ import hashlib, os, time
 from pathlib import Path
 import numpy as np
 import torch
-from .data import Record, read_jsonl, image_path, open_rgb, check_frame_size
+from .data import Record, read_jsonl, image_path, load_rgb, check_frame_size
+from .heatmaps import load_heatmap
 
 # %% auto #0
 __all__ = ['FEATURES_VERSION', 'prefix_hash', 'text_hash', 'load_image_tensor', 'load_heatmap_tensor', 'encode_prefix_batches',
@@ -39,22 +40,13 @@ def text_hash(model) -> str:
 def load_image_tensor(path:str|Path, size:int,
                       record:Record|None=None, # given: its frame size is checked against the file's
                      ) -> torch.Tensor:
-    "An image file as a (3, size, size) uint8 tensor: the one loader of training and of this cache."
-    from PIL import Image
+    "An image file as a (3, size, size) uint8 tensor: `focusclip.data.load_rgb` (the one image loader), channels first."
     if record is not None: check_frame_size(record, path)
-    im = open_rgb(path, size).resize((size, size), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(load_rgb(path, size)).permute(2, 0, 1).contiguous()
 
 def load_heatmap_tensor(path:str|Path, size:int) -> torch.Tensor:
-    "A precomputed heatmap PNG as a (size, size) uint8 tensor."
-    from PIL import Image
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: precomputed heatmap not found; run the heatmaps stage or set train.heatmaps: on_the_fly")
-    with Image.open(path) as im:
-        im = im.convert("L")
-        if im.size != (size, size): im = im.resize((size, size), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
+    "A precomputed heatmap PNG as a (size, size) uint8 tensor: `focusclip.heatmaps.load_heatmap` (the one heatmap loader)."
+    return torch.from_numpy(load_heatmap(path, size))
 
 @torch.no_grad()
 def encode_prefix_batches(model, # a FocusCLIP whose first `n` trunk modules are frozen

@@ -422,7 +422,7 @@ def load_heatmap(path:str|Path, # a heatmap PNG (8-bit grayscale, as `save_heatm
     with Image.open(path) as im:
         if im.mode != "L": raise ValueError(f"{path}: expected an 8-bit grayscale heatmap, got mode {im.mode}")
         if size is not None and im.size != _size(size, im.size): im = im.resize(_size(size, im.size), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+        return np.array(im, dtype=np.uint8)  # a writable copy
 
 def write_heatmaps(records:Iterable[Record], # the records
                    out_dir:str|Path, # where `<id>.png` go
