@@ -12,7 +12,7 @@ from typing import Iterable, Protocol
 from urllib.parse import urlparse
 import numpy as np
 from .config import check_params, section
-from .data import Record, read_jsonl, write_descriptions, load_descriptions
+from .data import Record, read_jsonl, write_descriptions
 from .prompts import DescribeError, PROMPT_KEYS, build_messages, describe_rules, load_template, request_key
 from .replies import ReplyCache
 

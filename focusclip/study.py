@@ -33,7 +33,8 @@ STUDY_DEFAULTS = dict(
     points={},  # name -> {knob (null: the neutral point, shared by every knob), value (x), synthetic (the point's data.synthetic values)}
 )
 # the library code a point's numbers depend on: a change reruns finished seeds
-SOURCES = ("config", "data", "synth", "pose", "heatmaps", "describe", "features", "model", "losses", "train", "zeroshot", "evalsets")
+SOURCES = ("config", "data", "readers", "people", "synth", "pose", "heatmaps", "prompts", "replies", "describe", "towers", "model",
+           "losses", "recipe", "features", "batches", "train", "evalsets", "evaldata", "zeroshot")
 
 # %% ../nbs/10_study.ipynb #228e553f
 def load_study(path:str|Path="studies/focus/params.yaml", # the study's params file
@@ -151,7 +152,7 @@ def point_features(params:dict, # a point's (or its oracle's) params
     import os, torch
     from focusclip.config import section
     from focusclip.data import read_jsonl, image_path
-    from focusclip.describe import load_descriptions
+    from focusclip.data import load_descriptions
     from focusclip.features import FEATURES_VERSION, encode_prefix_batches, prefix_hash, text_hash
     from focusclip.model import create_model_from_params, MODEL_DEFAULTS, MODEL_CHOICES
     tr = params["train"]; rpath = Path(tr["records"]); out = Path(tr["features"])

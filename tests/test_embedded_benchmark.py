@@ -19,7 +19,7 @@ def small():
 
 def test_small_loads_the_packaged_imagenet_weights(small):
     import timm
-    from focusclip.model import packaged_image_weights
+    from focusclip.towers import packaged_image_weights
     sd = torch.load(packaged_image_weights("tf_efficientnet_lite0"), map_location="cpu", weights_only=True)
     first = next(iter(sd.values()))
     torch.testing.assert_close(small.clip.visual.trunk.conv_stem.weight, first)  # mapped by position, strictly
@@ -32,7 +32,8 @@ def test_small_loads_the_packaged_imagenet_weights(small):
 @pytest.mark.skipif(not (SHARED / "coco").exists(), reason="../shared/data is absent")
 def test_small_sees_a_skier_as_ski():
     "The trunk with the package's classifier tensors gives ImageNet classes: the COCO skiing frame -> 'ski' (795)."
-    from focusclip.model import create_model, packaged_image_weights
+    from focusclip.model import create_model
+    from focusclip.towers import packaged_image_weights
     m = create_model("small", image_size=224).eval()
     sd = torch.load(packaged_image_weights("tf_efficientnet_lite0"), map_location="cpu", weights_only=True)
     W, b = list(sd.values())[-2:]

@@ -108,7 +108,7 @@ def test_open_clip_name_from_scratch(tmp_path):
 
 def test_trim_text_is_exact_for_a_custom_text_tower(tmp_path):
     import copy
-    from focusclip.model import MODEL_CONFIGS
+    from focusclip.towers import MODEL_CONFIGS
     cfg = dict(copy.deepcopy(MODEL_CONFIGS["tiny"]), custom_text=True)
     torch.manual_seed(0)
     m = create_model(cfg).eval()

@@ -6,7 +6,7 @@ from conftest import ROOT
 
 from focusclip.config import ParamsError
 from focusclip.pipeline import load_config, resolve, preset_args, show_config
-from focusclip.model import MODEL_CONFIGS
+from focusclip.towers import MODEL_CONFIGS
 
 PRESETS = sorted((ROOT / "presets").glob("*.yaml"))
 PARAMS = ROOT / "params.yaml"
