@@ -14,7 +14,7 @@ import numpy as np
 __all__ = ['MPII_JOINTS', 'N_JOINTS', 'FACE_VISIBLE', 'IMAGE_EXTS', 'RecordError', 'Person', 'Record', 'head_fraction',
            'face_visible', 'validate_record', 'record_from_dict', 'write_jsonl', 'iter_jsonl', 'read_jsonl',
            'image_path', 'check_frame_size', 'records_to_dataset', 'dataset_to_records', 'write_descriptions',
-           'load_descriptions', 'to_8bit', 'open_rgb', 'load_rgb']
+           'load_descriptions', 'to_8bit', 'open_rgb', 'item_name', 'load_rgb']
 
 # %% ../nbs/01_data.ipynb #648c6a9e
 MPII_JOINTS = ("r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
@@ -236,6 +236,10 @@ def open_rgb(path:str|Path, # the image file
     except (UnidentifiedImageError, OSError, SyntaxError) as e: raise ValueError(f"{path}: cannot read image ({e})") from e
 
 # %% ../nbs/01_data.ipynb #a39c1c5e
+def item_name(item) -> str:
+    "How errors name an image: its path, or `array(H, W[, 3])` for pixels given as an array."
+    return str(item) if isinstance(item, (str, Path)) else f"array{tuple(np.shape(item))}"
+
 def load_rgb(item, # an image file, or an HxW / HxWx3 array of pixel values
              size:int|tuple|None=None, # output size: int (square) or (width, height); None: as it is
              box=None, # optional crop (x0, y0, x1, y1) in pixels, clipped to the image
@@ -248,8 +252,7 @@ def load_rgb(item, # an image file, or an HxW / HxWx3 array of pixel values
     if box is not None:
         x0, y0, x1, y1 = [float(v) for v in box]
         x0, y0, x1, y1 = max(0.0, x0), max(0.0, y0), min(float(im.width), x1), min(float(im.height), y1)
-        name = str(item) if isinstance(item, (str, Path)) else f"array{item.shape}"
-        if not (x1 > x0 and y1 > y0): raise ValueError(f"{name}: crop box {list(box)} is empty inside the {im.width}x{im.height} image")
+        if not (x1 > x0 and y1 > y0): raise ValueError(f"{item_name(item)}: crop box {list(box)} is empty inside the {im.width}x{im.height} image")
         im = im.crop((int(x0), int(y0), int(math.ceil(x1)), int(math.ceil(y1))))
     if wh is not None and im.size != wh: im = im.resize(wh, Image.BILINEAR)
     return np.array(im)  # a writable copy

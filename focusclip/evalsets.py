@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 import numpy as np
+from .data import item_name
 
 # %% auto #0
 __all__ = ['EMOTION_SYNONYMS', 'AGE_SYNONYMS', 'FER_EMOTIONS', 'FERPLUS_EMOTIONS', 'EMOTIONS_8', 'AGE_BINS', 'EvalSet',
@@ -38,7 +39,7 @@ class EvalSet:
             raise ValueError(f"{self.key}: duplicate class names {dup}")
         n = len(self.classnames)
         for i, l in enumerate(self.labels):
-            if not 0 <= l < n: raise ValueError(f"{self.key}: item {i} ({_item_name(self.items[i])}) has label {l}, outside the {n} classes")
+            if not 0 <= l < n: raise ValueError(f"{self.key}: item {i} ({item_name(self.items[i])}) has label {l}, outside the {n} classes")
 
     @property
     def key(self) -> str: return f"{self.task}/{self.name}"
@@ -47,9 +48,6 @@ class EvalSet:
         "Items per class name, in class order."
         c = np.bincount(np.asarray(self.labels, dtype=int), minlength=len(self.classnames))
         return {k: int(v) for k, v in zip(self.classnames, c)}
-
-def _item_name(item) -> str:
-    return str(item) if isinstance(item, (str, Path)) else f"array{tuple(np.shape(item))}"
 
 # %% ../nbs/07_evalsets.ipynb #6682193c
 def eval_set_from_labels(name:str, # dataset name
@@ -64,7 +62,7 @@ def eval_set_from_labels(name:str, # dataset name
     labels = []
     for i, (item, c) in enumerate(zip(items, names)):
         if c not in index:
-            raise ValueError(f"{where or name}: item {i} ({_item_name(item)}) has label {c!r}, "
+            raise ValueError(f"{where or name}: item {i} ({item_name(item)}) has label {c!r}, "
                              f"which is not in the class list of {task}/{name}: {list(classnames)}")
         labels.append(index[c])
     return EvalSet(name, task, list(classnames), list(items), labels, **kw)
