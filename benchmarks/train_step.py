@@ -58,11 +58,11 @@ def main(argv=None):
 
     import torch
     from contextlib import nullcontext
-    from focusclip.config import get_device, seed_everything, section
+    from focusclip.config import get_device, seed_everything, read_config
     from focusclip.data import read_jsonl
     from focusclip.data import load_descriptions
     from focusclip.losses import FocusCLIPLoss
-    from focusclip.model import MODEL_CHOICES, MODEL_DEFAULTS, create_model_from_params, num_params
+    from focusclip.model import create_model_from_params, model_params, num_params
     from focusclip.recipe import train_config
     from focusclip.batches import PoseTextDataset, collate
     from focusclip.train import make_optimizer, train_step
@@ -71,11 +71,12 @@ def main(argv=None):
     device = get_device(a.device)
     precision = a.precision if a.precision != "auto" else ("bf16" if device.startswith("cuda") else "fp32")
     autocast = (lambda: torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
-    mcfg = section(a.params, "model", MODEL_DEFAULTS, MODEL_CHOICES)
+    params = read_config(a.params)
+    mcfg = dict(model_params(params))
     for k, v in dict(config=a.config, pretrained=a.pretrained, image_size=a.image_size).items():
         if v is not None: mcfg[k] = v
     if a.separate_encoder: mcfg["shared_encoder"] = False
-    cfg = dict(train_config(a.params), total_steps=10_000)
+    cfg = dict(train_config(params), total_steps=10_000)
 
     models = {}
     for variant in ("clip", "focusclip"):

@@ -11,8 +11,8 @@ import yaml
 import numpy as np
 
 # %% auto #0
-__all__ = ['BASE_DEFAULTS', 'ParamsError', 'load_params', 'check_params', 'Params', 'Config', 'where', 'base_params',
-           'read_config', 'section', 'seed_everything', 'get_device', 'flatten', 'merge']
+__all__ = ['BASE_DEFAULTS', 'ParamsError', 'load_params', 'check_params', 'flatten', 'merge', 'Params', 'Config', 'where',
+           'read_config', 'section', 'base_params', 'seed_everything', 'get_device']
 
 # %% ../nbs/00_config.ipynb #4f588c88
 class ParamsError(ValueError):
@@ -71,45 +71,80 @@ def check_params(given:dict, # the values from the params file
         out[k] = v
     return out
 
+# %% ../nbs/00_config.ipynb #f5b6c6f3
+def flatten(d:dict, prefix:str="") -> dict:
+    "Nested dict -> {'a.b.c': value}; lists and scalars are leaves."
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v: out.update(flatten(v, key + "."))
+        else: out[key] = v
+    return out
+
+# %% ../nbs/00_config.ipynb #85a8f751
+def merge(base:dict, over:dict) -> dict:
+    "Deep-merge `over` into a copy of `base`."
+    out = dict(base)
+    for k, v in over.items(): out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
 # %% ../nbs/00_config.ipynb #18c50f6f
 class Params(dict):
-    "A params file's contents as read (not yet checked), with `path`, the file it came from (named in errors)."
-    def __init__(self, sections:dict, path:str|Path="params"): super().__init__(sections); self.path = str(path)
+    "A params file's contents as read (not yet checked): `path`, the file; `over`, a preset merged in (whose keys name it)."
+    def __init__(self, sections:dict, path:str|Path="params.yaml", over:Params|None=None):
+        super().__init__(sections); self.path, self.over = str(path), over
 
-class Config(Params):
-    "A params file read once and checked: `{section: checked values}`; stage functions take it as it is."
+    def origin(self, key:str) -> str:
+        "The file that holds `key` (dotted, e.g. `train.lr`): the preset's when it sets the key (or one under it), else this file."
+        held = self.over is not None and any(k == key or k.startswith(key + ".") or key.startswith(k + ".") for k in flatten(self.over))
+        return self.over.path if held else self.path
 
-def where(params, name:str) -> str:
-    "How errors name a section of `params`: `params.yaml:train`."
-    return f"{params if isinstance(params, (str, Path)) else getattr(params, 'path', 'params')}:{name}"
+class Config(dict):
+    "One read of the params: `{section: checked values}`, each section checked once, when a reader first asks for it."
+    def __init__(self, raw:Params): super().__init__(); self.raw, self.path = raw, raw.path
 
-BASE_DEFAULTS = dict(seed=42,  # the seed of stand-alone runs (`focusclip-train` without `--seed`); the pipeline's stages take theirs from the train matrix and data.synthetic.seed
-                     device="auto")  # auto | cpu | cuda | cuda:N
+def _raw(params) -> Params:
+    "The params as read: a `Config`'s, a file's, or a dict's (which stands for the contents of `params.yaml`)."
+    if isinstance(params, Config): return params.raw
+    if isinstance(params, Params): return params
+    return load_params(params) if isinstance(params, (str, Path)) else Params(params)
 
-def base_params(params:dict|str|Path) -> dict:
-    "The checked `base` section."
-    return section(params, "base", BASE_DEFAULTS)
+def where(params:Params|Config|dict, # the params a key was read from
+          key:str, # a section or a dotted key, e.g. `train.lr`
+         ) -> str:
+    "How errors name a key: `params.yaml:train.lr`, by the file that holds it."
+    return f"{_raw(params).origin(key)}:{key}"
 
 # %% ../nbs/00_config.ipynb #a3b1050e
-def read_config(params:dict|str|Path, # the params file (or its contents)
-                **checkers, # section name -> its checker, e.g. `train=train_config`
+def read_config(params:dict|str|Path|Config="params.yaml", # the params file, its contents, or a `Config` (kept as it is)
+                **checkers, # section name -> its reader, e.g. `train=train_config`: checked now
                ) -> Config:
-    "Read the params once and check the named sections: the `Config` a stage's functions take."
-    if isinstance(params, Config) and all(k in params for k in checkers): return params
-    raw = load_params(params) if isinstance(params, (str, Path)) else Params(params, getattr(params, "path", "params"))
-    return Config({name: check(raw) for name, check in checkers.items()}, raw.path)
+    "The `Config` of one read of the params, with the named sections checked: what a stage's functions take."
+    cfg = params if isinstance(params, Config) else Config(_raw(params))
+    for name, check in checkers.items(): cfg[name] = check(cfg)
+    return cfg
 
-def section(params:dict|str|Path, # a params dict, a `Config` or the path of a params file
+def section(params:dict|str|Path|Config, # a `Config`, or a params dict or file (read into one here)
             name:str, # the section, e.g. `train`
             defaults:dict, # the section's known keys and defaults
             choices:dict|None=None, # allowed values for some keys
             open_keys:Sequence[str]=(), # mappings whose keys are free
+            check=None, # the section's own checks beyond keys and types, `check(values, cfg)`: ranges, agreement with other sections
            ) -> dict:
-    "One checked section of the params (a `Config`'s sections are checked already and come back as they are)."
-    if isinstance(params, Config) and name in params: return params[name]
-    at = where(params, name)
-    if isinstance(params, (str, Path)): params = load_params(params)
-    return check_params(params.get(name) or {}, defaults, at, choices, open_keys)
+    "One checked section: checked the first time a `Config` is asked for it, then kept and returned as it is."
+    cfg = read_config(params)
+    if name not in cfg:
+        values = check_params(cfg.raw.get(name) or {}, defaults, where(cfg, name), choices, open_keys)
+        if check: check(values, cfg)
+        cfg[name] = values
+    return cfg[name]
+
+BASE_DEFAULTS = dict(seed=42,  # the seed of stand-alone runs (`focusclip-train` without `--seed`); the pipeline's stages take theirs from the train matrix and data.synthetic.seed
+                     device="auto")  # auto | cpu | cuda | cuda:N
+
+def base_params(params:dict|str|Path|Config) -> dict:
+    "The checked `base` section."
+    return section(params, "base", BASE_DEFAULTS)
 
 # %% ../nbs/00_config.ipynb #f4910225
 def seed_everything(seed:int=42):
@@ -130,20 +165,3 @@ def get_device(preference:str="auto", # `auto`, `cpu`, `cuda` or `cuda:N`
     if preference.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {preference!r} requested but CUDA is not available; set base.device: auto or cpu")
     return preference
-
-# %% ../nbs/00_config.ipynb #f5b6c6f3
-def flatten(d:dict, prefix:str="") -> dict:
-    "Nested dict -> {'a.b.c': value}; lists and scalars are leaves."
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v: out.update(flatten(v, key + "."))
-        else: out[key] = v
-    return out
-
-# %% ../nbs/00_config.ipynb #85a8f751
-def merge(base:dict, over:dict) -> dict:
-    "Deep-merge `over` into a copy of `base`."
-    out = dict(base)
-    for k, v in over.items(): out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out

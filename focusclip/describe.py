@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterable, Protocol
 from urllib.parse import urlparse
 import numpy as np
-from .config import check_params, section
+from .config import Config, check_params, section
 from .data import Record, read_jsonl, write_descriptions
 from .prompts import DescribeError, PROMPT_KEYS, build_messages, describe_rules, load_template, request_key
 from .replies import ReplyCache
@@ -20,9 +20,9 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'DESCRIBE_DEFAULTS', 'DESCRIBE_CHOICES', 'LOOPBACK', 'HUB_LLMS', 'BACKENDS', 'POSE_WORDS', 'describe_params',
-           'api_key_for', 'redact', 'request_seed', 'cost_usd', 'Job', 'DescribeResult', 'openai_jobs',
-           'MalformedReply', 'parse_reply', 'describe_openai', 'caption_llm', 'describe_hub', 'Describer',
-           'describe_rules_backend', 'describe_records', 'top_pose_phrases', 'describe_metrics',
+           'with_overrides', 'api_key_for', 'redact', 'request_seed', 'cost_usd', 'Job', 'DescribeResult',
+           'openai_jobs', 'MalformedReply', 'parse_reply', 'describe_openai', 'caption_llm', 'describe_hub',
+           'Describer', 'describe_rules_backend', 'describe_records', 'top_pose_phrases', 'describe_metrics',
            'plot_description_lengths', 'run_describe', 'pose_figure', 'describe_photo']
 
 # %% ../nbs/04b_describe.ipynb #fa9cf6a7
@@ -56,13 +56,19 @@ DESCRIBE_DEFAULTS = dict(
 )
 DESCRIBE_CHOICES = dict(backend=("rules", "openai", "hub"))
 
-def describe_params(params:dict|str|Path="params.yaml", # a params dict or the params file
-                    **overrides, # values that replace those of the file
+def describe_params(params:dict|str|Path|Config="params.yaml", # a `Config`, or a params dict or file (read here)
+                    **overrides, # values that replace the file's (command-line options), checked on their own
                    ) -> dict:
-    "The checked `describe` section merged over `DESCRIBE_DEFAULTS`."
-    from focusclip.config import Config
-    p = params["describe"] if isinstance(params, Config) else section(params, "describe", DESCRIBE_DEFAULTS, DESCRIBE_CHOICES)
-    return check_params({**p, **overrides}, DESCRIBE_DEFAULTS, "describe", DESCRIBE_CHOICES) if overrides else p
+    "The checked `describe` section, with `overrides` in place of the file's values."
+    return with_overrides(section(params, "describe", DESCRIBE_DEFAULTS, DESCRIBE_CHOICES), overrides)
+
+def with_overrides(p:dict, # a checked `describe` section
+                   overrides:dict, # values that replace its own (command-line options, a call's arguments)
+                  ) -> dict:
+    "`p` with `overrides` in its place, these checked on their own (errors name them `arguments:describe.<key>`)."
+    if not overrides: return p
+    given = check_params(overrides, DESCRIBE_DEFAULTS, "arguments:describe", DESCRIBE_CHOICES)
+    return {**p, **{k: given[k] for k in overrides}}
 
 # %% ../nbs/04b_describe.ipynb #51b3a72b
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -319,12 +325,12 @@ BACKENDS: dict[str, Describer] = {"rules": describe_rules_backend, "hub": descri
 def describe_records(records:list[Record], # the images to describe
                      backend:str|None=None, # rules | openai | hub (default: from `params`)
                      cache:str|Path|ReplyCache|None=None, # the reply cache (openai)
-                     params:dict|None=None, # a checked `describe` section; `overrides` replace its values
+                     params:dict|None=None, # a checked `describe` section (None: the defaults); `overrides` replace its values
                      progress:bool=True, # show a progress bar (openai)
                      **overrides,
                     ) -> DescribeResult:
     "Descriptions of records from one backend."
-    p = check_params({**(params or {}), **overrides, **({"backend": backend} if backend else {})}, DESCRIBE_DEFAULTS, "describe", DESCRIBE_CHOICES)
+    p = with_overrides(dict(DESCRIBE_DEFAULTS) if params is None else params, {**overrides, **({"backend": backend} if backend else {})})
     ids = [r.id for r in records]
     if len(set(ids)) != len(ids): raise DescribeError("record ids must be unique")
     if p["backend"] in BACKENDS: return BACKENDS[p["backend"]](records, p)
@@ -386,7 +392,7 @@ def plot_description_lengths(rows:list[dict], path:str|Path, k:int=12) -> Path:
     return path
 
 # %% ../nbs/04b_describe.ipynb #e9ca4d28
-def run_describe(params:dict|str|Path="params.yaml", # a `Config`, params dict or file
+def run_describe(params:dict|str|Path|Config="params.yaml", # a `Config` (its `describe` section), or a params dict or file (read here)
                  progress:bool=True, # show a progress bar
                  **overrides, # values that replace those of the `describe` section
                 ) -> dict:

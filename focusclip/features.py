@@ -164,14 +164,14 @@ def load_features(path:str|Path) -> FeatureCache|None:
     return FeatureCache(doc, path)
 
 # %% ../nbs/05d_features.ipynb #a1f0c006
-def run_features(params:str|Path="params.yaml", # a `Config`, params dict or file (sections model, train)
+def run_features(params:str|Path="params.yaml", # a `Config` (sections model, train), or a params dict or file (read here)
                  progress:bool=True) -> dict:
     "The features stage: cache the frozen parts' activations for the configured model, data and descriptions."
-    from .config import load_params
+    from .config import read_config
     from .model import create_model_from_params, model_params
     from .recipe import train_config
-    if isinstance(params, (str, Path)): params = load_params(params)
-    tcfg, mcfg = train_config(params), model_params(params)
+    cfg = read_config(params)  # one read: each section checked once
+    tcfg, mcfg = train_config(cfg), model_params(cfg)
     out = Path(tcfg["features"] or "data/features/features.pt")
     model = create_model_from_params(mcfg, use_heatmap=True)
     texts = None

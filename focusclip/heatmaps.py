@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 from typing import Iterable, Sequence
 import numpy as np
+from .config import Config, ParamsError, section, where
 from .data import MPII_JOINTS, N_JOINTS, Record, image_path, open_rgb, load_rgb
 
 # %% auto #0
@@ -380,19 +381,18 @@ HEATMAP_DEFAULTS = dict(
 )
 HEATMAP_CHOICES = dict(blend=BLENDS, zero_extent=ZERO_EXTENT)
 
-def heatmap_params(params, # a params dict or the path of a params file
+def heatmap_params(params:dict|str|Path|Config, # a `Config`, or a params dict or file (read here)
                   ) -> dict:
     "The checked `heatmaps` section: known keys and types, known parts, positive size and extents."
-    from focusclip.config import section, where as _where, Config, ParamsError
-    if isinstance(params, Config): return params["heatmaps"]
-    p, where = section(params, "heatmaps", HEATMAP_DEFAULTS, HEATMAP_CHOICES), _where(params, "heatmaps")
+    return section(params, "heatmaps", HEATMAP_DEFAULTS, HEATMAP_CHOICES, check=_check_heatmaps)
+
+def _check_heatmaps(p:dict, cfg:Config):
     unknown = [n for n in p["parts"] if n not in PARTS]
-    if unknown: raise ParamsError(f"{where}.parts: unknown body part(s) {unknown}; known parts: {list(PART_NAMES)}")
-    if p["size"] <= 0: raise ParamsError(f"{where}.size: must be positive, got {p['size']}")
+    if unknown: raise ParamsError(f"{where(cfg, 'heatmaps.parts')}: unknown body part(s) {unknown}; known parts: {list(PART_NAMES)}")
+    if p["size"] <= 0: raise ParamsError(f"{where(cfg, 'heatmaps.size')}: must be positive, got {p['size']}")
     for k in ("min_extent", "sigma_scale"):
-        if not p[k] > 0: raise ParamsError(f"{where}.{k}: must be > 0, got {p[k]}")
-    if not 0 <= p["alpha"] <= 1: raise ParamsError(f"{where}.alpha: must be in [0, 1], got {p['alpha']}")
-    return p
+        if not p[k] > 0: raise ParamsError(f"{where(cfg, f'heatmaps.{k}')}: must be > 0, got {p[k]}")
+    if not 0 <= p["alpha"] <= 1: raise ParamsError(f"{where(cfg, 'heatmaps.alpha')}: must be in [0, 1], got {p['alpha']}")
 
 def heatmap_options(params:dict) -> dict:
     "The `heatmap` keyword arguments in a (checked) `heatmaps` params section."

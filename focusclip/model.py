@@ -387,7 +387,7 @@ def create_model(name_or_config:str|dict="tiny", # tiny | minilm | paper | an op
                      options=options, trim_text=trim_text, freeze_bn=freeze_bn).to(device)
 
 # %% ../nbs/05a_model.ipynb #6f66991e
-def model_params(params:dict|str|Path, # a params dict, `Config` or file
+def model_params(params:dict|str|Path, # a `Config`, or a params dict or file (read here)
                 ) -> dict:
     "The checked `model` section."
     from focusclip.config import section
@@ -400,12 +400,11 @@ def input_size(mcfg:dict, # a checked `model` section
     cfg = MODEL_CONFIGS.get(mcfg["config"])
     return int(cfg["vision_cfg"]["image_size"]) if cfg else None
 
-def create_model_from_params(params:dict, # the `model` section (see MODEL_DEFAULTS)
+def create_model_from_params(params:dict, # a checked `model` section (`model_params`), used as it is
                              use_heatmap:bool=True, # the variant: True for focusclip, False for clip
                              device:str="cpu") -> FocusCLIP:
     "`create_model` from a checked `model` params section."
-    from .config import check_params
-    p = check_params(params, MODEL_DEFAULTS, "params:model", MODEL_CHOICES)
+    p = dict(params)
     return create_model(p.pop("config"), use_heatmap=use_heatmap, device=device, **p)
 
 # %% ../nbs/05a_model.ipynb #8a4e4411

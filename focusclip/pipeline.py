@@ -6,7 +6,7 @@
 from __future__ import annotations
 from pathlib import Path
 import yaml
-from .config import ParamsError, Params, Config, load_params, read_config, check_params, where, base_params, flatten, merge
+from .config import ParamsError, Params, Config, load_params, read_config, base_params, flatten, merge
 from .sources import data_params
 from .heatmaps import heatmap_params
 from .describe import describe_params
@@ -23,13 +23,13 @@ CHECKERS = dict(base=base_params, data=data_params, heatmaps=heatmap_params, des
                 model=model_params, train=train_config, evaluate=evaluate_params, report=report_params)
 
 # %% ../nbs/08a_pipeline.ipynb #0aadf8c2
-def load_config(params:dict|str|Path="params.yaml", # the params file (or its contents)
+def load_config(params:dict|str|Path|Config="params.yaml", # the params file, its contents or a `Config`
                ) -> Config:
-    "Read the params once and check every section at every depth: the `Config` the stage functions take."
-    raw = params if isinstance(params, Config) else load_params(params) if isinstance(params, (str, Path)) else Params(params, getattr(params, "path", "params"))
-    unknown = sorted(set(raw) - set(CHECKERS))
-    if unknown: raise ParamsError(f"{raw.path}: unknown section(s) {unknown}; known sections: {list(CHECKERS)}")
-    return read_config(raw, **CHECKERS)
+    "Every section checked at every depth, and no section the pipeline does not know: the whole file's `Config`."
+    cfg = read_config(params)
+    unknown = sorted(set(cfg.raw) - set(CHECKERS))
+    if unknown: raise ParamsError(f"{cfg.raw.origin(unknown[0])}: unknown section(s) {unknown}; known sections: {list(CHECKERS)}")
+    return read_config(cfg, **CHECKERS)
 
 # %% ../nbs/08a_pipeline.ipynb #fca1f6fc
 def _check_preset_keys(preset:Params, params:Params):
@@ -38,24 +38,23 @@ def _check_preset_keys(preset:Params, params:Params):
     for key in flatten(preset):
         if key not in known and not any(k.startswith(key + ".") for k in known) \
            and not any(key.startswith(k + ".") and isinstance(v, dict) for k, v in known.items()):
-            raise ParamsError(f"{preset.path}: key {key!r} is not in {params.path}")
+            raise ParamsError(f"{preset.path}:{key}: not in {params.path} (a preset sets the params file's keys)")
 
 def read_preset(preset_path:str|Path, # a YAML file of overrides
                 params_path:str|Path="params.yaml", # the params file it applies to
-               ) -> tuple[Params, Params]:
-    "The preset and the params file with the preset merged in, both checked."
+               ) -> tuple[Params, Config]:
+    "The preset, and the checked configuration of the params file with the preset merged in."
     preset, params = load_params(preset_path), load_params(params_path)
-    load_config(preset)  # the preset's own keys and types: errors name the preset file
+    load_config(params)  # the params file's own errors name it
+    cfg = load_config(Params(merge(params, preset), params.path, over=preset))
     _check_preset_keys(preset, params)
-    merged = Params(merge(params, preset), f"{params_path} with {preset_path}")
-    load_config(merged)
-    return preset, merged
+    return preset, cfg
 
 def resolve(params_path:str|Path="params.yaml", # the params file
             preset_path:str|Path|None=None, # a preset merged over it (None: the file as it is)
            ) -> Config:
     "The configuration the stages run with."
-    return load_config(params_path if preset_path is None else read_preset(preset_path, params_path)[1])
+    return load_config(params_path) if preset_path is None else read_preset(preset_path, params_path)[1]
 
 def show_config(cfg:Config) -> str:
     "A resolved configuration as YAML, every section and key."
@@ -73,6 +72,6 @@ def preset_args(preset_path:str|Path, # a preset YAML of overrides
 
 def apply_preset(preset_path:str|Path, params_path:str|Path="params.yaml") -> dict:
     "Write a preset's overrides into the params file; returns the merged params."
-    _, merged = read_preset(preset_path, params_path)
-    Path(params_path).write_text(f"# params with preset {Path(preset_path).name} applied\n" + yaml.safe_dump(dict(merged), sort_keys=False))
-    return dict(merged)
+    merged = dict(read_preset(preset_path, params_path)[1].raw)
+    Path(params_path).write_text(f"# params with preset {Path(preset_path).name} applied\n" + yaml.safe_dump(merged, sort_keys=False))
+    return merged

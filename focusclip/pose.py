@@ -8,6 +8,7 @@ import contextlib, csv, dataclasses, functools, hashlib, importlib.util, json, o
 from pathlib import Path
 from typing import Sequence
 import numpy as np
+from .config import ParamsError
 from .data import N_JOINTS, MPII_JOINTS, Person, Record, RecordError, open_rgb, validate_record, write_jsonl
 from .readers import coco_to_mpii, image_size, rebase_images
 
@@ -16,7 +17,7 @@ __all__ = ['POSE_EXTRA', 'POSE_PACKAGES', 'POSE_MODEL', 'MIN_SCORE', 'MIN_CONFID
            'SCALE_PER_BOX', 'MAX_SIDE', 'HEAD_SIZE', 'PCKH_GROUPS', 'IMAGES_DEFAULTS', 'NoPersonWarning', 'have_pose',
            'require_pose', 'model_file', 'load_estimator', 'keypoints_to_mpii', 'center_scale', 'people_from_keypoints',
            'read_photo', 'detect_keypoints', 'estimate_people', 'estimate_record', 'head_size', 'pckh_image', 'pckh',
-           'read_labels', 'read_images', 'prepare_images', 'prepare_images_from_params']
+           'read_labels', 'read_images', 'prepare_images', 'check_image_fractions']
 
 # %% ../nbs/02b_pose.ipynb #ff3a7ef8
 POSE_EXTRA = 'pip install "focusclip[pose]"'
@@ -308,21 +309,16 @@ def prepare_images(root:str|Path, # the folder of photos
                    **kw, # as for `read_images`
                   ) -> list[Record]:
     "Records of a folder of photos with estimated people, written to `out_dir/records.jsonl`."
+    if not Path(root).is_dir(): raise FileNotFoundError(f"data.source is 'images' but data.images.root ({root}) is not a folder of photos")
     out_dir = Path(out_dir)
     recs = read_images(root, labels, cache=cache or None, **kw)
     write_jsonl(rebase_images(recs, out_dir), out_dir / "records.jsonl")
     return recs
 
-def prepare_images_from_params(images:dict, # the `data.images` section
-                               out_dir:str|Path,
-                               where:str="params:data.images", # how to name the section in errors
-                               progress:bool=True,
-                              ) -> list[Record]:
-    "`prepare_images` with a checked `data.images` section (unknown keys and wrong types are errors naming them)."
-    from focusclip.config import check_params, ParamsError
-    p = check_params(images, IMAGES_DEFAULTS, where)
+def check_image_fractions(images:dict, # a `data.images` section, its keys and types checked
+                          where:str, # how errors name the section, e.g. `params.yaml:data.images`
+                         ):
+    "The split fractions are in [0, 1] and leave some photos for training."
     for k in ("val_fraction", "test_fraction"):
-        if not 0 <= p[k] <= 1: raise ParamsError(f"{where}.{k}: must be in [0, 1], got {p[k]}")
-    if p["val_fraction"] + p["test_fraction"] > 1: raise ParamsError(f"{where}: val_fraction + test_fraction must be at most 1")
-    if not Path(p["root"]).is_dir(): raise FileNotFoundError(f"data.source is 'images' but {where}.root ({p['root']}) is not a folder of photos")
-    return prepare_images(out_dir=out_dir, progress=progress, **p)
+        if not 0 <= images[k] <= 1: raise ParamsError(f"{where}.{k}: must be in [0, 1], got {images[k]}")
+    if images["val_fraction"] + images["test_fraction"] > 1: raise ParamsError(f"{where}: val_fraction + test_fraction must be at most 1")

@@ -6,6 +6,8 @@
 from __future__ import annotations
 from pathlib import Path
 from .config import ParamsError, Config, section, where
+from .heatmaps import heatmap_params
+from .model import model_params, input_size
 
 # %% auto #0
 __all__ = ['VARIANTS', 'TRAIN_DEFAULTS', 'TRAIN_CHOICES', 'train_config']
@@ -45,34 +47,25 @@ TRAIN_CHOICES = dict(heatmaps=("precomputed", "on_the_fly"), precision=("auto", 
                      optimizer=("adamw", "sgd"), schedule=("cosine", "constant"), loss=("ntxent", "infonce"))
 
 # %% ../nbs/05c_recipe.ipynb #5ea2ac2a
-def train_config(params:dict|str|Path="params.yaml", # params dict, `Config` or file
+def train_config(params:dict|str|Path|Config="params.yaml", # a `Config`, or a params dict or file (read here)
                 ) -> dict:
     "The checked `train` section: known keys and types, allowed choices, positive sizes and rates."
-    if isinstance(params, Config): return params["train"]
-    at, cfg = where(params, "train"), section(params, "train", TRAIN_DEFAULTS, TRAIN_CHOICES)
+    return section(params, "train", TRAIN_DEFAULTS, TRAIN_CHOICES, check=_check_train)
+
+def _check_train(t:dict, cfg:Config):
     for k in ("epochs", "batch_size", "val_batch_size"):
-        if cfg[k] < 1: raise ParamsError(f"{at}.{k}: must be >= 1, got {cfg[k]}")
+        if t[k] < 1: raise ParamsError(f"{where(cfg, f'train.{k}')}: must be >= 1, got {t[k]}")
     for k in ("lr", "temperature"):
-        if not cfg[k] > 0: raise ParamsError(f"{at}.{k}: must be > 0, got {cfg[k]}")
-    unknown = sorted(set(cfg["variants"]) - set(VARIANTS))
-    if unknown: raise ParamsError(f"{at}.variants: unknown variant(s) {unknown}; known: {list(VARIANTS)}")
-    if cfg["heatmaps"] == "precomputed": _check_heatmap_size(params)
-    return cfg
+        if not t[k] > 0: raise ParamsError(f"{where(cfg, f'train.{k}')}: must be > 0, got {t[k]}")
+    unknown = sorted(set(t["variants"]) - set(VARIANTS))
+    if unknown: raise ParamsError(f"{where(cfg, 'train.variants')}: unknown variant(s) {unknown}; known: {list(VARIANTS)}")
+    if t["heatmaps"] == "precomputed": _check_heatmap_size(cfg)
 
-def _check_heatmap_size(params):
+def _check_heatmap_size(cfg:Config):
     "Precomputed heatmaps are drawn at `heatmaps.size`; the model reads its images at its input size: the two must agree."
-    from focusclip.heatmaps import heatmap_params
-    from focusclip.model import model_params, input_size
-    h, s = heatmap_params(params)["size"], input_size(model_params(params))
+    h, m = heatmap_params(cfg)["size"], model_params(cfg)
+    s = input_size(m)
     if s is not None and h != s:
-        raise ParamsError(f"{where(params, 'heatmaps')}.size is {h} but the model reads {s}x{s} images ({where(params, 'model')}); "
+        key = "model.image_size" if m["image_size"] else "model.config"
+        raise ParamsError(f"{where(cfg, 'heatmaps.size')} is {h} but the model reads {s}x{s} images ({where(cfg, key)}); "
                           f"precomputed heatmaps are drawn at heatmaps.size: set it to {s} (or train.heatmaps: on_the_fly)")
-
-# %% ../nbs/05c_recipe.ipynb #6ff8421c
-def _model_section(params) -> dict:
-    from focusclip.model import model_params
-    return model_params(params)
-
-def _heatmap_section(params) -> dict:
-    from focusclip import heatmaps as fh
-    return fh.heatmap_options(fh.heatmap_params(params))

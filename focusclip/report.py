@@ -411,7 +411,7 @@ REPORT_DEFAULTS = {
 
 REPORT_CHOICES = {"headline_rule": ("paper", "all")}
 
-def report_params(params:dict|str|Path, # a params dict, `Config` or file
+def report_params(params:dict|str|Path, # a `Config`, or a params dict or file (read here)
                  ) -> dict:
     "The checked `report` section."
     from focusclip.config import section
@@ -440,11 +440,10 @@ def make_report(results_dir:str|Path="results/eval", # folder of results files
                 out_csv:str|Path="results/report.csv", # the table as CSV
                 metrics_path:str|Path="results/metrics/report.json", # DVC metrics
                 figures_dir:str|Path="results/figures", # PNG + SVG figures
-                params:dict|None=None, # the `report` section (see REPORT_DEFAULTS)
+                params=None, # a `Config` (its `report` section), or a params dict or file (None: the defaults)
                ) -> dict:
     "Read every results file and write the report, its CSV, its metrics and its figures."
-    from focusclip.config import check_params
-    p = check_params(params or {}, REPORT_DEFAULTS, "report", REPORT_CHOICES)
+    p = report_params({} if params is None else params)
     docs = load_all(results_dir)
     summary = benchmark_summary(docs, p["baseline"], p["method"])
     docs = [d for d in docs if d["variant"] != "pretrained"]  # the untrained tower: its probe only (in the summary)

@@ -9,8 +9,8 @@ from .config import Config, ParamsError, section, where
 from .data import Record, write_jsonl
 from .readers import read_mpii_mat, rebase_images
 from .download import MPII_ANNOTATION_FILE, download_mpii
-from .synth import SYNTH_DEFAULTS, check_synthetic, generate_from_params
-from .pose import IMAGES_DEFAULTS, prepare_images_from_params
+from .synth import SYNTH_DEFAULTS, check_synthetic, generate
+from .pose import IMAGES_DEFAULTS, check_image_fractions, prepare_images
 
 # %% auto #0
 __all__ = ['DATA_DEFAULTS', 'DATA_CHOICES', 'data_params', 'prepare_mpii', 'prepare_data']
@@ -22,14 +22,15 @@ DATA_DEFAULTS = dict(source="synthetic", out_dir="data/records",
                      images=IMAGES_DEFAULTS)  # a folder of photos, people estimated (focusclip.pose)
 DATA_CHOICES = dict(source=("synthetic", "mpii", "images"))
 
-def data_params(params:dict|str|Path, # a params dict, `Config` or file
+def data_params(params:dict|str|Path|Config, # a `Config`, or a params dict or file (read here)
                ) -> dict:
-    "The checked `data` section: every key at every depth, and `data.synthetic` range by range against the generator's settings."
-    if isinstance(params, Config): return params["data"]
-    p = section(params, "data", DATA_DEFAULTS, DATA_CHOICES)
-    try: check_synthetic(**p["synthetic"])
-    except ValueError as e: raise ParamsError(f"{where(params, 'data')}.synthetic: {e}") from e
-    return p
+    "The checked `data` section: every key at every depth, `data.synthetic` range by range, `data.images`' split fractions."
+    return section(params, "data", DATA_DEFAULTS, DATA_CHOICES, check=_check_data)
+
+def _check_data(d:dict, cfg:Config):
+    try: check_synthetic(**d["synthetic"])
+    except ValueError as e: raise ParamsError(f"{where(cfg, 'data.synthetic')}: {e}") from e
+    check_image_fractions(d["images"], where(cfg, "data.images"))
 
 # %% ../nbs/02c_sources.ipynb #ba9fee4a
 def _val_split(rec_id:str, fraction:float) -> bool:
@@ -58,12 +59,12 @@ def prepare_mpii(root:str|Path, # folder of the official download: `images/` and
     return recs
 
 # %% ../nbs/02c_sources.ipynb #37c8778d
-def prepare_data(params:dict|str|Path, # a `Config`, params dict or file (the `data` section is read)
+def prepare_data(params:dict|str|Path|Config, # a `Config` (its `data` section), or a params dict or file (read here)
                  progress:bool=True, # show progress bars
                 ) -> list[Record]:
     "The data stage: write `data.out_dir/records.jsonl` from the configured source; returns the records."
-    d = data_params(params); out_dir, w = Path(d["out_dir"]), where(params, "data")
-    if d["source"] == "synthetic": return generate_from_params(d["synthetic"], out_dir, where=f"{w}.synthetic", progress=progress)
-    if d["source"] == "images": return prepare_images_from_params(d["images"], out_dir, where=f"{w}.images", progress=progress)
+    d = data_params(params); out_dir = Path(d["out_dir"])
+    if d["source"] == "synthetic": return generate(out_dir, progress=progress, **d["synthetic"])
+    if d["source"] == "images": return prepare_images(out_dir=out_dir, progress=progress, **d["images"])
     m = d["mpii"]
     return prepare_mpii(m["root"], out_dir, download=m["download"], people=m["people"], val_fraction=m["val_fraction"])

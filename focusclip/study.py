@@ -150,13 +150,12 @@ def point_features(params:dict, # a point's (or its oracle's) params
                    log=print) -> dict:
     "The run's feature cache, in the layout of `focusclip.features.compute_features`, encoding only the images, highlighted views and texts no earlier point had."
     import os, torch
-    from focusclip.config import section
     from focusclip.data import read_jsonl, image_path
     from focusclip.data import load_descriptions
     from focusclip.features import FEATURES_VERSION, encode_prefix_batches, prefix_hash, text_hash
-    from focusclip.model import create_model_from_params, MODEL_DEFAULTS, MODEL_CHOICES
+    from focusclip.model import create_model_from_params, model_params
     tr = params["train"]; rpath = Path(tr["records"]); out = Path(tr["features"])
-    model = create_model_from_params(section(params, "model", MODEL_DEFAULTS, MODEL_CHOICES), use_heatmap=True).eval().to(memory_format=torch.channels_last)
+    model = create_model_from_params(model_params(params), use_heatmap=True).eval().to(memory_format=torch.channels_last)
     n = model.frozen_prefix() if model._stages() is not None else 0
     ns = Path(store_dir)/source_hash()  # another library version: another store
     doc = dict(version=FEATURES_VERSION, prefix=n, image_size=model.image_size, images={}, ids={}, t={})

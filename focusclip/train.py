@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from .config import load_params, base_params, seed_everything, get_device
+from .config import read_config, base_params, seed_everything, get_device
 from .data import read_jsonl
-from .recipe import VARIANTS, train_config, _model_section, _heatmap_section
+from .heatmaps import heatmap_params, heatmap_options
+from .recipe import VARIANTS, train_config
 from .batches import PoseTextDataset, color_augment, shard_loader, batch_heatmaps
 
 # %% auto #0
@@ -296,19 +297,19 @@ def _datasets(tcfg:dict, train_recs:list, val_recs:list, texts:dict|None, size:i
     return train_ds, val_ds
 
 # %% ../nbs/06_train.ipynb #26e36367
-def setup(params:dict|str|Path="params.yaml", # a `Config`, a params dict or file (sections base, model, heatmaps, train)
+def setup(params:dict|str|Path="params.yaml", # a `Config` (sections base, model, heatmaps, train), or a params dict or file (read here)
           variant:str="focusclip", # `clip` (heatmap branch off) or `focusclip`
           seed:int|None=None, # the run's seed (None: base.seed)
          ) -> Run:
     "A run ready for its first epoch: checked config, processes and precision, seeded generators, data, model, optimiser and loss."
     if variant not in VARIANTS: raise ValueError(f"variant {variant!r} is not one of {list(VARIANTS)}")
-    from focusclip.model import create_model_from_params
+    from focusclip.model import create_model_from_params, model_params
     from focusclip.losses import FocusCLIPLoss
     t_start = time.time()
-    if isinstance(params, (str, Path)): params = load_params(params)  # read once; a `Config` is checked already
-    tcfg, mcfg, base = train_config(params), _model_section(params), base_params(params)
+    cfg = read_config(params)  # one read: each section checked once
+    tcfg, mcfg, base = train_config(cfg), model_params(cfg), base_params(cfg)
     use_heat = variant == "focusclip"
-    hcfg = _heatmap_section(params) if use_heat and tcfg["heatmaps"] == "on_the_fly" else {}
+    hcfg = heatmap_options(heatmap_params(cfg)) if use_heat and tcfg["heatmaps"] == "on_the_fly" else {}
     seed = base["seed"] if seed is None else int(seed)
     rank, world, device, started = _dist_init(base["device"])
     log = (lambda m: print(m, flush=True)) if rank == 0 else (lambda m: None)
@@ -475,7 +476,7 @@ def finish(run:Run, live, model_dir:str|Path, # the final model's folder
     return summary
 
 # %% ../nbs/06_train.ipynb #82ae809d
-def train(params:dict|str|Path="params.yaml", # a `Config` (`focusclip.pipeline.load_config`), a params dict or file (sections base, model, heatmaps, train)
+def train(params:dict|str|Path="params.yaml", # a `Config` (`focusclip.config.read_config`; sections base, model, heatmaps, train), or a params dict or file (read here)
           variant:str="focusclip", # `clip` (heatmap branch off) or `focusclip`
           seed:int|None=None, # the run's seed (None: base.seed)
           models_dir:str|Path="models", # the final model goes to <models_dir>/<variant>/

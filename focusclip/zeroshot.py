@@ -335,7 +335,7 @@ def evaluate_params(params:dict|str|Path="params.yaml", # a params dict, `Config
                    ) -> dict:
     "The checked `evaluate` section."
     from focusclip.config import section, where, Config, ParamsError
-    if isinstance(params, Config): return params["evaluate"]
+    if isinstance(params, Config) and "evaluate" in params: return params["evaluate"]
     p, at = section(params, "evaluate", EVALUATE_DEFAULTS, open_keys=EVALUATE_OPEN), where(params, "evaluate")
     for t, k in p["topk"].items():
         if not isinstance(k, int) or isinstance(k, bool) or k < 1: raise ParamsError(f"{at}.topk.{t}: expected a positive int, got {k!r}")

@@ -29,3 +29,17 @@ def shared() -> Path:
     "The shared real-data samples beside the project; tests using it skip when it is absent."
     if not SHARED.exists(): pytest.skip(f"{SHARED} is absent (a fresh clone has no ../shared)")
     return SHARED
+
+
+@pytest.fixture
+def checked_sections(monkeypatch) -> list:
+    "The labels of the params sections checked from now on (each top-level `check_params` call; the nested ones are its own)."
+    import focusclip.config as C
+    checked, depth, check = [], [0], C.check_params
+    def counting(given, defaults, where="params", *a, **k):
+        if depth[0] == 0: checked.append(where)
+        depth[0] += 1
+        try: return check(given, defaults, where, *a, **k)
+        finally: depth[0] -= 1
+    monkeypatch.setattr(C, "check_params", counting)
+    return checked

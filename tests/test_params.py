@@ -106,3 +106,30 @@ def test_params_file_strict_at_every_depth(tmp_path, text, message):
     p = tmp_path / "params.yaml"; p.write_text(text)
     with pytest.raises(ParamsError) as e: load_config(p)
     assert message in str(e.value)
+
+
+def test_each_section_is_checked_once_per_read(checked_sections):
+    cfg = load_config(PARAMS)
+    assert sorted(checked_sections) == sorted(f"{PARAMS}:{s}" for s in cfg)  # train's check reads model and heatmaps: still once each
+    assert load_config(cfg) is cfg and len(checked_sections) == len(cfg)  # a Config's sections are used as they are
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train: {lr: 0.0}\n", "{preset}:train.lr: must be > 0"),
+    ("train: {lrr: 0.1}\n", "{preset}:train: unknown key(s) ['lrr']"),
+    ("heatmaps: {size: 96}\n", "{preset}:heatmaps.size is 96 but the model reads 128x128 images ({params}:model.image_size)"),
+    ("model: {image_size: 96}\n", "{params}:heatmaps.size is 128 but the model reads 96x96 images ({preset}:model.image_size)"),
+    ("data: {synthetic: {shift: 2.0}}\n", "{preset}:data.synthetic: synth: shift must be"),
+    ("evaluate: {paths: {fer2013: 3}}\n", "{preset}:evaluate.paths.fer2013: expected a path"),
+    ("train: {momentum: 0.5, optimizer: sgd}\nheatmaps: {parts: [head, tail]}\n", "{preset}:heatmaps.parts: unknown body part(s) ['tail']"),
+])
+def test_preset_errors_name_the_file_that_holds_the_key(tmp_path, text, message):
+    bad = tmp_path / "bad.yaml"; bad.write_text(text)
+    with pytest.raises(ParamsError) as e: resolve(PARAMS, bad)
+    assert message.format(preset=bad, params=PARAMS) in str(e.value)
+
+
+def test_params_file_errors_name_it_even_with_a_preset(tmp_path):
+    p = tmp_path / "params.yaml"; p.write_text(PARAMS.read_text().replace("lr: 0.001", "lr: -1.0"))
+    with pytest.raises(ParamsError) as e: resolve(p, ROOT / "presets/infonce.yaml")
+    assert str(e.value).startswith(f"{p}:train.lr: must be > 0")

@@ -8,13 +8,13 @@ import pytest
 from PIL import Image
 
 from focusclip.config import ParamsError, section
-from focusclip.sources import DATA_CHOICES, DATA_DEFAULTS
+from focusclip.sources import DATA_CHOICES, DATA_DEFAULTS, data_params, prepare_data
 from focusclip.data import Person, Record, RecordError, read_jsonl
 from focusclip.readers import read_coco, read_mpii_json
 from focusclip import pose
 from focusclip.describe import describe_photo
 from focusclip.pose import (NoPersonWarning, center_scale, head_size, keypoints_to_mpii, people_from_keypoints, pckh,
-                            pckh_image, prepare_images_from_params, read_images, read_labels, read_photo)
+                            pckh_image, prepare_images, read_images, read_labels, read_photo)
 
 ROOT = Path(__file__).resolve().parents[1]
 # a standing person, COCO-17 order (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles; left before right)
@@ -161,22 +161,19 @@ def test_labels_csv_and_folder_errors(tmp_path):
 
 def test_data_section_accepts_images_and_checks_its_keys(tmp_path):
     assert "images" in DATA_CHOICES["source"] and DATA_DEFAULTS["images"] == pose.IMAGES_DEFAULTS
-    from focusclip.sources import data_params
     from focusclip.pipeline import load_config
     cfg = data_params({"data": {"source": "images", "images": {"root": "x", "labels": "y.csv"}}})
     assert cfg["images"] == {**pose.IMAGES_DEFAULTS, "root": "x", "labels": "y.csv"}  # checked and filled in with the rest
     full = load_config({"data": {"source": "images", "images": {"root": "x"}}})["data"]["images"]
     assert full["root"] == "x" and full["min_score"] == pose.IMAGES_DEFAULTS["min_score"]
-    with pytest.raises(ParamsError, match=r"params:data.images: unknown key\(s\) \['folder'\]"):
+    with pytest.raises(ParamsError, match=r"params.yaml:data.images: unknown key\(s\) \['folder'\]"):
         load_config({"data": {"images": {"folder": "x"}}})
-    with pytest.raises(ParamsError, match=r"params:data.images: unknown key\(s\) \['folder'\]"):
-        prepare_images_from_params({"folder": "x"}, tmp_path)
-    with pytest.raises(ParamsError, match="data.images.val_fraction: expected float"):
-        prepare_images_from_params({"val_fraction": "a lot"}, tmp_path)
-    with pytest.raises(ParamsError, match="test_fraction: must be in"):
-        prepare_images_from_params({"test_fraction": 1.5}, tmp_path)
+    with pytest.raises(ParamsError, match="params.yaml:data.images.val_fraction: expected float"):
+        data_params({"data": {"images": {"val_fraction": "a lot"}}})
+    with pytest.raises(ParamsError, match=r"params.yaml:data.images.test_fraction: must be in \[0, 1\]"):
+        data_params({"data": {"images": {"test_fraction": 1.5}}})
     with pytest.raises(FileNotFoundError, match="data.source is 'images' but"):
-        prepare_images_from_params({"root": str(tmp_path / "none")}, tmp_path)
+        prepare_images(tmp_path / "none", tmp_path)
 
 
 # --- with the extra ----------------------------------------------------------------------------------------------
@@ -268,8 +265,8 @@ def test_folder_of_photos_to_records_heatmaps_descriptions(estimator, shared, tm
     Image.new("RGB", (64, 64), (255, 255, 255)).save(photos / "blank.png")
     (photos / "labels.csv").write_text("image,activity,split\n000000000785.jpg,skiing,test\nblank.png,nothing,train\n")
     with pytest.warns(NoPersonWarning, match=r"no person found in 1 of 3 photos \(blank.png\)"):
-        recs = prepare_images_from_params({"root": str(photos), "labels": str(photos / "labels.csv"), "cache": str(tmp_path / "pc.jsonl")},
-                                          tmp_path / "records", progress=False)
+        images = {"root": str(photos), "labels": str(photos / "labels.csv"), "cache": str(tmp_path / "pc.jsonl")}
+        recs = prepare_data({"data": {"source": "images", "out_dir": str(tmp_path / "records"), "images": images}}, progress=False)
     back = read_jsonl(tmp_path / "records" / "records.jsonl")
     assert [(r.id, r.activity, r.split, len(r.people)) for r in back] == \
         [("000000000785", "skiing", "test", 1), ("000000040083", "", back[1].split, 2), ("blank", "nothing", "train", 0)]

@@ -79,8 +79,8 @@ def test_report_errors(tmp_path):
     with pytest.raises(ValueError, match="same variant, seed and set"):
         results_frame([json.loads(p.read_text()) for p in sorted((tmp_path / "eval").glob("*.json"))])
     from focusclip.config import ParamsError
-    with pytest.raises(ParamsError, match="headline_rule"):
-        make_report(tmp_path / "eval", tmp_path / "r.md", tmp_path / "r.csv", tmp_path / "m.json", tmp_path / "f", {"headline_rule": "best"})
+    with pytest.raises(ParamsError, match="params.yaml:report.headline_rule: 'best' is not one of"):
+        make_report(tmp_path / "eval", tmp_path / "r.md", tmp_path / "r.csv", tmp_path / "m.json", tmp_path / "f", {"report": {"headline_rule": "best"}})
 
 
 @pytest.mark.slow

@@ -64,6 +64,18 @@ def test_train_section_errors(tmp_path):
     with pytest.raises(ParamsError, match=r"params.yaml:train: unknown key\(s\) \['preset'\]"): train_config(p)
 
 
+def test_train_checks_each_section_once_and_names_the_file(toy, tmp_path, checked_sections):
+    "One `train()` call on a params file reads it once and checks each of its sections once; a model error names the file and key."
+    p, checked = tmp_path / "params.yaml", checked_sections
+    p.write_text(yaml.safe_dump(toy_params(toy, epochs=1, heatmaps="precomputed")))  # precomputed: train's check reads model and heatmaps too
+    train(p, "focusclip", progress=False, **outs(tmp_path))
+    assert sorted(checked) == [f"{p}:{s}" for s in ("base", "heatmaps", "model", "train")]
+    p.write_text(yaml.safe_dump({**toy_params(toy), "model": {"config": "tiny", "alpha_mode": "bogus"}}))
+    checked.clear()
+    with pytest.raises(ParamsError) as e: train(p, "focusclip", progress=False, **outs(tmp_path))
+    assert str(e.value).startswith(f"{p}:model.alpha_mode: 'bogus' is not one of") and checked.count(f"{p}:model") == 1
+
+
 def test_precomputed_heatmaps_match_on_the_fly(toy):
     "The heatmaps stage's PNGs and the batch drawn in torch from the joints agree to 8-bit precision."
     recs = read_jsonl(toy / "records.jsonl", "train")[:6]
