@@ -4,11 +4,11 @@
 
 # %% ../nbs/05d_features.ipynb #a1f0c001
 from __future__ import annotations
-import hashlib, os, time
+import hashlib, time
 from pathlib import Path
 import numpy as np
 import torch
-from .data import Record, read_jsonl, image_path, load_rgb, check_frame_size
+from .data import Record, atomic_write, read_jsonl, image_path, load_rgb, check_frame_size
 from .heatmaps import load_heatmap
 
 # %% auto #0
@@ -104,9 +104,7 @@ def compute_features(model, # a FocusCLIP built from the `model` params (untrain
         for idx, v in chunks: pooled[idx] = v
         doc.update(texts=uniq, text_pooled=pooled, text_hash=text_hash(model))
     doc["t"]["texts"] = round(time.perf_counter() - t1, 2)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    torch.save(doc, tmp); os.replace(tmp, out_path)
+    with atomic_write(out_path) as tmp: torch.save(doc, tmp)
     return doc
 
 # %% ../nbs/05d_features.ipynb #a1f0c005

@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 from typing import Iterable, Sequence
 import numpy as np
-from .data import MPII_JOINTS, N_JOINTS, Record, image_path, open_rgb, load_rgb
+from .data import MPII_JOINTS, N_JOINTS, Record, atomic_write, image_path, open_rgb, load_rgb
 
 # %% auto #0
 __all__ = ['PARTS', 'PART_NAMES', 'ZERO_EXTENT', 'BLENDS', 'WINDOW', 'HEATMAP_DEFAULTS', 'HEATMAP_CHOICES', 'SKELETON',
@@ -406,10 +406,8 @@ def to_uint8(hm:np.ndarray) -> np.ndarray:
 def save_heatmap(hm:np.ndarray, path:str|Path) -> Path:
     "Write a heatmap as an 8-bit grayscale PNG, atomically."
     from PIL import Image
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(to_uint8(hm), mode="L").save(tmp, format="PNG")
-    tmp.replace(path)
+    path = Path(path)
+    with atomic_write(path) as tmp: Image.fromarray(to_uint8(hm), mode="L").save(tmp, format="PNG")
     return path
 
 def load_heatmap(path:str|Path, # a heatmap PNG (8-bit grayscale, as `save_heatmap` writes)

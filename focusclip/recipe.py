@@ -8,7 +8,7 @@ from pathlib import Path
 from .config import ParamsError, Config, section, where
 
 # %% auto #0
-__all__ = ['VARIANTS', 'TRAIN_DEFAULTS', 'TRAIN_CHOICES', 'train_config']
+__all__ = ['VARIANTS', 'TRAIN_DEFAULTS', 'TRAIN_CHOICES', 'train_config', 'model_section', 'heatmap_section']
 
 # %% ../nbs/05c_recipe.ipynb #5162f44b
 VARIANTS = ("clip", "focusclip")  # the baseline (heatmap branch off) and the method (three loss terms)
@@ -69,10 +69,12 @@ def _check_heatmap_size(params):
                           f"precomputed heatmaps are drawn at heatmaps.size: set it to {s} (or train.heatmaps: on_the_fly)")
 
 # %% ../nbs/05c_recipe.ipynb #6ff8421c
-def _model_section(params) -> dict:
+def model_section(params) -> dict:
+    "The checked `model` section (`focusclip.model.model_params`)."
     from focusclip.model import model_params
     return model_params(params)
 
-def _heatmap_section(params) -> dict:
+def heatmap_section(params) -> dict:
+    "The `heatmaps` section as the options of the heatmap renderer, for heatmaps drawn on the fly."
     from focusclip import heatmaps as fh
     return fh.heatmap_options(fh.heatmap_params(params))

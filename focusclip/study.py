@@ -7,13 +7,15 @@ from __future__ import annotations
 import hashlib, json, shutil, time
 from pathlib import Path
 import numpy as np
+from .data import atomic_write
+from .report import markdown_table, save_figure
 
 # %% auto #0
 __all__ = ['STUDY_VERSION', 'ROWS', 'ROW_LABELS', 'HEADLINE_KEYS', 'STUDY_DEFAULTS', 'SOURCES', 'DIFFS', 'load_study',
            'point_params', 'source_hash', 'point_fingerprint', 'file_digest', 'Store', 'point_features',
            'prepare_point', 'row_key', 'run_seed', 'embedded_headline', 'run_point', 'load_point', 'point_summary',
-           'study_table', 'table_markdown', 'knob_curves', 'plot_study', 'plot_accuracy', 'findings', 'report_markdown',
-           'study_summary', 'make_study_report']
+           'study_table', 'study_table_markdown', 'knob_curves', 'plot_study', 'plot_accuracy', 'findings',
+           'report_markdown', 'study_summary', 'make_study_report']
 
 # %% ../nbs/10_study.ipynb #76436822
 STUDY_VERSION = 1  # bump when a point's procedure changes: seeds finished by another version are run again
@@ -102,8 +104,7 @@ def point_fingerprint(main:dict, oracle:dict) -> str:
 
 # %% ../nbs/10_study.ipynb #d48a58a3
 def _write_json(path:Path, doc) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True); tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n"); tmp.replace(path)  # atomic: an interrupted write leaves the old file or none
+    with atomic_write(path) as tmp: tmp.write_text(json.dumps(doc, indent=1) + "\n")
     return path
 
 def _write_params(params:dict, path:Path) -> Path:
@@ -139,9 +140,8 @@ class Store:
         return torch.stack([self.data[k] for k in keys]) if keys else torch.empty(0)
 
     def save(self):
-        import os, torch
-        self.path.parent.mkdir(parents=True, exist_ok=True); tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save(self.data, tmp); os.replace(tmp, self.path)
+        import torch
+        with atomic_write(self.path) as tmp: torch.save(self.data, tmp)
 
 # %% ../nbs/10_study.ipynb #145bd242
 def point_features(params:dict, # a point's (or its oracle's) params
@@ -149,7 +149,7 @@ def point_features(params:dict, # a point's (or its oracle's) params
                    highlighted:bool=True, # also the highlighted training view (FocusCLIP's)
                    log=print) -> dict:
     "The run's feature cache, in the layout of `focusclip.features.compute_features`, encoding only the images, highlighted views and texts no earlier point had."
-    import os, torch
+    import torch
     from focusclip.config import section
     from focusclip.data import read_jsonl, image_path
     from focusclip.data import load_descriptions
@@ -187,7 +187,7 @@ def point_features(params:dict, # a point's (or its oracle's) params
             return [rows[i] for i in idx]
         doc.update(texts=uniq, text_pooled=texts.rows(uniq, pool), text_hash=text_hash(model)); hits.append(("texts", texts.hits, len(uniq)))
     doc["t"]["texts"] = round(time.perf_counter() - t1, 2)
-    out.parent.mkdir(parents=True, exist_ok=True); tmp = out.with_name(out.name + ".tmp"); torch.save(doc, tmp); os.replace(tmp, out)
+    with atomic_write(out) as tmp: torch.save(doc, tmp)
     log("    from earlier points: " + ", ".join(f"{k} {h}/{m}" for k, h, m in hits))
     return doc
 
@@ -345,18 +345,17 @@ def _fmt_diff(d:dict) -> str:
     lo, hi = d["diff_ci95"]; star = "*" if d["significant"] else ""
     return f"{d['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}]{star}"
 
-def table_markdown(table:list[dict], study:dict) -> str:
+def study_table_markdown(table:list[dict], study:dict) -> str:
     "The study's table: per point, the four rows' headline and the differences from CLIP with 95% intervals."
-    head = ("| knob | value | seeds | CLIP | FocusCLIP | FocusCLIP − CLIP [95%] | highlighted test view | highlighted − CLIP [95%] | oracle | oracle − CLIP [95%] | compute (min) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|")
-    lines = list(head)
+    header = ["knob", "value", "seeds", "CLIP", "FocusCLIP", "FocusCLIP − CLIP [95%]", "highlighted test view", "highlighted − CLIP [95%]",
+              "oracle", "oracle − CLIP [95%]", "compute (min)"]
+    rows = []
     for s in table:
         r, d = s["rows"], s["diffs"]
-        knob = s["knob"] or "neutral (default)"
-        lines.append(f"| {knob} | {_value_label(study, s)} | {len(s['seeds'])} | {r['clip']['headline']:.2f} | {r['focusclip']['headline']:.2f} | "
-                     f"{_fmt_diff(d['focusclip-clip'])} | {r['focusclip_highlighted']['headline']:.2f} | {_fmt_diff(d['focusclip_highlighted-clip'])} | "
-                     f"{r['oracle']['headline']:.2f} | {_fmt_diff(d['oracle-clip'])} | {_point_seconds(study, s['point']) / 60:.1f} |")
-    return "\n".join(lines)
+        rows.append([s["knob"] or "neutral (default)", _value_label(study, s), len(s["seeds"]), f"{r['clip']['headline']:.2f}", f"{r['focusclip']['headline']:.2f}",
+                     _fmt_diff(d["focusclip-clip"]), f"{r['focusclip_highlighted']['headline']:.2f}", _fmt_diff(d["focusclip_highlighted-clip"]),
+                     f"{r['oracle']['headline']:.2f}", _fmt_diff(d["oracle-clip"]), f"{_point_seconds(study, s['point']) / 60:.1f}"])
+    return markdown_table(header, rows)
 
 def _value_label(study:dict, s:dict) -> str:
     if s["knob"] is None: return "–"
@@ -376,7 +375,6 @@ def knob_curves(table:list[dict], study:dict) -> dict:
 def plot_study(table:list[dict], study:dict, stem:str|Path, formats=("png", "svg")) -> list[Path]:
     "Per knob, the difference from CLIP (headline points, 95% intervals) of FocusCLIP, FocusCLIP on the highlighted test view, and the oracle."
     import matplotlib.pyplot as plt
-    from focusclip.report import _save
     curves = knob_curves(table, study)
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
     style = {"focusclip": ("C0", "o", "FocusCLIP − CLIP"), "focusclip_highlighted": ("C2", "s", "FocusCLIP (highlighted test view) − CLIP"),
@@ -397,12 +395,11 @@ def plot_study(table:list[dict], study:dict, stem:str|Path, formats=("png", "svg
     axes[0][0].set_ylabel("headline accuracy − CLIP (points)")
     axes[0][-1].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    return _save(fig, Path(stem), formats)
+    return save_figure(fig, Path(stem), formats)
 
 def plot_accuracy(table:list[dict], study:dict, stem:str|Path, formats=("png", "svg")) -> list[Path]:
     "Per knob, each row's headline accuracy (mean over seeds)."
     import matplotlib.pyplot as plt
-    from focusclip.report import _save
     curves = knob_curves(table, study)
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.2), squeeze=False, sharey=True)
     for ax, (k, pts) in zip(axes[0], curves.items()):
@@ -415,7 +412,7 @@ def plot_accuracy(table:list[dict], study:dict, stem:str|Path, formats=("png", "
         ax.set_xlabel(spec.get("title", k))
     axes[0][0].set_ylabel("headline accuracy (%)"); axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, Path(stem), formats)
+    return save_figure(fig, Path(stem), formats)
 
 # %% ../nbs/10_study.ipynb #99b254ae
 def _label(study:dict, s:dict) -> str:
@@ -450,12 +447,9 @@ def findings(table:list[dict], study:dict) -> list[str]:
 
 # %% ../nbs/10_study.ipynb #195c144f
 def _task_table(table:list[dict], study:dict) -> str:
-    lines = ["| knob | value | " + " | ".join(f"{ROW_LABELS[r]}: {t}" for r in ROWS for t in ("act", "age", "emo")) + " |",
-             "|---|---|" + "---|" * (3 * len(ROWS))]
-    for s in table:
-        cells = [f"{s['rows'][r]['tasks'][t]:.1f}" for r in ROWS for t in ("activity", "age", "emotion")]
-        lines.append(f"| {s['knob'] or 'neutral'} | {_label(study, s)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    header = ["knob", "value", *[f"{ROW_LABELS[r]}: {t}" for r in ROWS for t in ("act", "age", "emo")]]
+    return markdown_table(header, [[s["knob"] or "neutral", _label(study, s), *[f"{s['rows'][r]['tasks'][t]:.1f}" for r in ROWS for t in ("activity", "age", "emotion")]]
+                                   for s in table])
 
 def _point_seconds(study:dict, name:str) -> float:
     "Seconds of work recorded in a point's seed documents (its preparation counted once per run of the point)."
@@ -484,7 +478,7 @@ def report_markdown(table:list[dict], study:dict, extra:str="") -> str:
         "The points:", "", knobs, "",
         "## Findings", "", *[f"- {x}" for x in findings(table, study)], "",
         *([extra.strip(), ""] if extra.strip() else []),
-        "## Headline per point", "", table_markdown(table, study), "",
+        "## Headline per point", "", study_table_markdown(table, study), "",
         "![FocusCLIP − CLIP against each knob](focus_vs_knobs.png)", "", "![headline accuracy against each knob](accuracy_vs_knobs.png)", "",
         "## Per task (top-k, held-out split, means over seeds)", "", _task_table(table, study), "",
         f"Recorded compute: {_compute_seconds(study, table) / 60:.1f} minutes over {len(table)} points (the seed documents' timings; "

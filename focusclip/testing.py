@@ -14,10 +14,10 @@ from .data import N_JOINTS, Person, Record, write_jsonl
 from .prompts import describe_rules, record_from_payload, request_key
 
 # %% auto #0
-__all__ = ['FAULTS', 'make_mini_mpii_mat', 'RangeFileServer', 'toy_records', 'FakeLLM', 'main']
+__all__ = ['FAULTS', 'struct_array', 'make_mini_mpii_mat', 'RangeFileServer', 'toy_records', 'FakeLLM', 'main']
 
 # %% ../nbs/testing.ipynb #5a7d86c1
-def _struct_array(rows:list[dict]) -> np.ndarray:
+def struct_array(rows:list[dict]) -> np.ndarray:
     "A MATLAB struct array for `scipy.io.savemat` (all rows share the fields of the first)."
     names = list(rows[0])
     arr = np.zeros((len(rows),), dtype=[(k, "O") for k in names])
@@ -33,17 +33,17 @@ def make_mini_mpii_mat(path:str|Path, # where to write the `.mat` file
     # image 1: one person (a struct, not an array), ankles not annotated, flags as int / text / empty
     flags = {1: 0, 2: "0", 3: "1", 8: E, 9: E}
     p1 = [pt(j, 100.0 + 10*j, 50 + 20*j, flags.get(j, 1)) for j in range(N_JOINTS) if j not in (0, 5)]
-    r1 = {"annopoints": {"point": _struct_array(p1)}, "objpos": {"x": 170, "y": 200}, "scale": 2.5}
+    r1 = {"annopoints": {"point": struct_array(p1)}, "objpos": {"x": 170, "y": 200}, "scale": 2.5}
     # image 2: three people; the second without annopoints, the third with a single point (a struct)
-    full = _struct_array([pt(j, 600.0 + 5*j, 100.0 + 8*j) for j in range(N_JOINTS)])
-    r2 = _struct_array([{"annopoints": {"point": full}, "objpos": {"x": 640, "y": 160}, "scale": 3.0},
+    full = struct_array([pt(j, 600.0 + 5*j, 100.0 + 8*j) for j in range(N_JOINTS)])
+    r2 = struct_array([{"annopoints": {"point": full}, "objpos": {"x": 640, "y": 160}, "scale": 3.0},
                         {"annopoints": E, "objpos": {"x": 400, "y": 300}, "scale": 1.8},
                         {"annopoints": {"point": pt(7, 520.5, 210.25, 1)}, "objpos": {"x": 520, "y": 260}, "scale": 2.0}])
     # image 3: a test image, the person has objpos and scale only; image 4: nobody
     r3 = {"objpos": {"x": 50, "y": 60}, "scale": 1.2}
-    annolist = _struct_array([{"image": {"name": f"00000000{i}.jpg"}, "annorect": r, "frame_sec": 10 * i, "vididx": 1 + i % 2}
+    annolist = struct_array([{"image": {"name": f"00000000{i}.jpg"}, "annorect": r, "frame_sec": 10 * i, "vididx": 1 + i % 2}
                               for i, r in enumerate([r1, r2, r3, E], 1)])
-    act = _struct_array([{"cat_name": "sports", "act_name": "curling", "act_id": 1},
+    act = struct_array([{"cat_name": "sports", "act_name": "curling", "act_id": 1},
                          {"cat_name": E, "act_name": E, "act_id": -1},
                          {"cat_name": "running", "act_name": "jogging", "act_id": 2},
                          {"cat_name": E, "act_name": E, "act_id": -1}])

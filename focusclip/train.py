@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from .config import load_params, base_params, seed_everything, get_device
-from .data import read_jsonl
-from .recipe import VARIANTS, train_config, _model_section, _heatmap_section
+from .data import atomic_write, read_jsonl
+from .recipe import VARIANTS, train_config, model_section, heatmap_section
 from .batches import PoseTextDataset, color_augment, shard_loader, batch_heatmaps
 
 # %% auto #0
@@ -98,11 +98,9 @@ def set_rng_state(st:dict):
 
 def save_checkpoint(ckpt:dict, path:str|Path) -> Path:
     "Write `ckpt` to `path` atomically (temporary file + rename)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    path = Path(path)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
         torch.save(ckpt, f); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
     return path
 
 def load_checkpoint(path:str|Path) -> dict:
@@ -306,9 +304,9 @@ def setup(params:dict|str|Path="params.yaml", # a `Config`, a params dict or fil
     from focusclip.losses import FocusCLIPLoss
     t_start = time.time()
     if isinstance(params, (str, Path)): params = load_params(params)  # read once; a `Config` is checked already
-    tcfg, mcfg, base = train_config(params), _model_section(params), base_params(params)
+    tcfg, mcfg, base = train_config(params), model_section(params), base_params(params)
     use_heat = variant == "focusclip"
-    hcfg = _heatmap_section(params) if use_heat and tcfg["heatmaps"] == "on_the_fly" else {}
+    hcfg = heatmap_section(params) if use_heat and tcfg["heatmaps"] == "on_the_fly" else {}
     seed = base["seed"] if seed is None else int(seed)
     rank, world, device, started = _dist_init(base["device"])
     log = (lambda m: print(m, flush=True)) if rank == 0 else (lambda m: None)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 import numpy as np
-from .data import load_rgb
+from .data import atomic_write, load_rgb
 from .heatmaps import load_heatmap
 from .evalsets import EvalSet
 
@@ -288,14 +288,13 @@ def save_results(results:list[dict], # dicts from `evaluate_zero_shot`
                  meta:dict|None=None, # anything else worth keeping (model folder, params)
                 ) -> tuple[Path, Path]:
     "Write `{variant, seed, meta, results}` as JSON and the per-set rows as CSV (both atomically)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
     clean = [{k: v for k, v in r.items() if k != "logits"} for r in results]
     doc = {"variant": variant, "seed": seed, "meta": _jsonable(meta or {}), "results": clean}
-    tmp = path.with_suffix(".json.tmp"); tmp.write_text(json.dumps(doc, indent=1)); tmp.replace(path)
-    cpath = path.with_suffix(".csv"); tmp = cpath.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_write(path) as tmp: tmp.write_text(json.dumps(doc, indent=1))
+    cpath = path.with_suffix(".csv")
+    with atomic_write(cpath) as tmp, tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, CSV_FIELDS); w.writeheader(); w.writerows(result_rows(clean, variant, seed))
-    tmp.replace(cpath)
     return path, cpath
 
 def load_results(path:str|Path) -> dict:
