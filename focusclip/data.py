@@ -15,7 +15,8 @@ import numpy as np
 __all__ = ['MPII_JOINTS', 'N_JOINTS', 'FACE_VISIBLE', 'IMAGE_EXTS', 'RecordError', 'Person', 'Record', 'head_fraction',
            'face_visible', 'validate_record', 'record_from_dict', 'atomic_write', 'write_jsonl', 'iter_jsonl',
            'read_jsonl', 'image_path', 'check_frame_size', 'records_to_dataset', 'dataset_to_records',
-           'write_descriptions', 'load_descriptions', 'to_8bit', 'open_rgb', 'item_name', 'load_rgb']
+           'write_descriptions', 'load_descriptions', 'to_8bit', 'open_rgb', 'item_name', 'load_rgb',
+           'load_image_tensor']
 
 # %% ../nbs/01_data.ipynb #648c6a9e
 MPII_JOINTS = ("r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
@@ -265,3 +266,13 @@ def load_rgb(item, # an image file, or an HxW / HxWx3 array of pixel values
         im = im.crop((int(x0), int(y0), int(math.ceil(x1)), int(math.ceil(y1))))
     if wh is not None and im.size != wh: im = im.resize(wh, Image.BILINEAR)
     return np.array(im)  # a writable copy
+
+# %% ../nbs/01_data.ipynb #d1a7e002
+def load_image_tensor(path:str|Path, # the image file
+                      size:int, # the square output side
+                      record:Record|None=None, # given: its frame size is checked against the file's
+                     ):
+    "An image file as a (3, size, size) `torch.uint8` tensor: `load_rgb`, channels first."
+    import torch  # deferred: records and images need no torch
+    if record is not None: check_frame_size(record, path)
+    return torch.from_numpy(load_rgb(path, size)).permute(2, 0, 1).contiguous()

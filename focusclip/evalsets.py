@@ -127,10 +127,11 @@ def synthetic_tasks(records_path:str|Path, # the records file (data/records/reco
                     classes:dict|None=None, # task -> class list (default: focusclip.synth's, else from the records)
                     name:str="synthetic", # the sets' dataset name (`synthetic_val` for the training-style val split)
                     by_shot:bool=True, # emotion on images with a visible face (`focusclip.data.face_visible`), activity and age on the others; False: every task on every image
+                    loaded:list|None=None, # the file's records, read already (None: read them here)
                    ) -> list[EvalSet]:
     "One `EvalSet` per task (named `synthetic`) from a split of the embedded dataset."
     from focusclip.data import read_jsonl, image_path, check_frame_size
-    path = Path(records_path); allrecs = read_jsonl(path)
+    path = Path(records_path); allrecs = read_jsonl(path) if loaded is None else loaded
     recs = [r for r in allrecs if r.split == split]
     for r in recs: check_frame_size(r, image_path(r, path.parent))
     if not recs: raise ValueError(f"{path}: no records in split {split!r} (splits present: {sorted({r.split for r in allrecs})})")

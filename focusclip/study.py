@@ -36,7 +36,7 @@ STUDY_DEFAULTS = dict(
 )
 # the library code a point's numbers depend on: a change reruns finished seeds
 SOURCES = ("config", "data", "readers", "people", "synth", "pose", "heatmaps", "prompts", "replies", "describe", "towers", "model",
-           "losses", "recipe", "features", "batches", "train", "evalsets", "evaldata", "zeroshot")
+           "losses", "recipe", "features", "batches", "metrics", "train", "evalsets", "evaldata", "zeroshot", "evaluate")
 
 # %% ../nbs/10_study.ipynb #228e553f
 def load_study(path:str|Path="studies/focus/params.yaml", # the study's params file
@@ -121,74 +121,60 @@ def file_digest(path:str|Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:32]
 
 class Store:
-    "Values keyed by content (an image's digest, a text), kept in one file per kind under the study's scratch folder and shared by every point."
-    def __init__(self, path:str|Path):
-        import torch
-        self.path = Path(path); self.data = torch.load(self.path, weights_only=False) if self.path.exists() else {}
-        self.hits = self.misses = 0
+    "Rows keyed by content (files by their digest, texts as they are), one file per kind under the study's store folder, shared by every point."
+    def __init__(self, folder:str|Path):
+        self.folder, self.kinds, self.counts = Path(folder), {}, []  # counts: (label, rows held already, rows asked) per request
 
-    def rows(self, keys:list, compute) -> "torch.Tensor":
-        "The stacked values of `keys`; `compute(indices)` returns those of the missing ones (in that order), which are kept."
+    @staticmethod
+    def key(item) -> str:
+        "An item's identity by content: a file (`Path`) by its digest, files (a tuple) by their digests joined, a text by itself."
+        if isinstance(item, tuple): return "".join(map(Store.key, item))
+        return file_digest(item) if isinstance(item, Path) else item
+
+    def _rows_of(self, kind:str) -> dict:
         import torch
+        if kind not in self.kinds:
+            path = self.folder/f"{kind}.pt"
+            self.kinds[kind] = torch.load(path, weights_only=False) if path.exists() else {}
+        return self.kinds[kind]
+
+    def rows(self, kind:str, # what computed the rows, e.g. `prefix_<weights hash>` (one file each)
+             items:list, compute, # `compute(indices)`: the rows of the items not held, in that order (they are kept)
+             label:str=""):
+        "The stacked rows of `items` (`focusclip.features.compute_features` asks this before encoding)."
+        import torch
+        data, keys = self._rows_of(kind), [self.key(it) for it in items]
         missing, seen = [], set()
         for i, k in enumerate(keys):
-            if k not in self.data and k not in seen: missing.append(i); seen.add(k)
-        self.hits, self.misses = len(keys) - len(missing), len(missing)
+            if k not in data and k not in seen: missing.append(i); seen.add(k)
+        self.counts.append((label or kind, len(keys) - len(missing), len(keys)))
         if missing:
-            for i, v in zip(missing, compute(missing)): self.data[keys[i]] = v.clone()
-            self.save()
-        return torch.stack([self.data[k] for k in keys]) if keys else torch.empty(0)
+            for i, v in zip(missing, compute(missing)): data[keys[i]] = v.clone()
+            self._save(kind)
+        return torch.stack([data[k] for k in keys]) if keys else torch.empty(0)
 
-    def save(self):
+    def summary(self) -> str:
+        "How many rows of each request were held already: `train 12/12, texts 30/36`."
+        return ", ".join(f"{label} {held}/{n}" for label, held, n in self.counts)
+
+    def _save(self, kind:str):
         import torch
-        with atomic_write(self.path) as tmp: torch.save(self.data, tmp)
+        with atomic_write(self.folder/f"{kind}.pt") as tmp: torch.save(self.kinds[kind], tmp)
 
 # %% ../nbs/10_study.ipynb #145bd242
 def point_features(params:dict, # a point's (or its oracle's) params
                    store_dir:str|Path, # the study's store: activations and pooled texts of earlier points
                    highlighted:bool=True, # also the highlighted training view (FocusCLIP's)
                    log=print) -> dict:
-    "The run's feature cache, in the layout of `focusclip.features.compute_features`, encoding only the images, highlighted views and texts no earlier point had."
-    import torch
-    from focusclip.config import section
-    from focusclip.data import read_jsonl, image_path
-    from focusclip.data import load_descriptions
-    from focusclip.features import FEATURES_VERSION, encode_prefix_batches, prefix_hash, text_hash
-    from focusclip.model import create_model_from_params, MODEL_DEFAULTS, MODEL_CHOICES
-    tr = params["train"]; rpath = Path(tr["records"]); out = Path(tr["features"])
-    model = create_model_from_params(section(params, "model", MODEL_DEFAULTS, MODEL_CHOICES), use_heatmap=True).eval().to(memory_format=torch.channels_last)
-    n = model.frozen_prefix() if model._stages() is not None else 0
-    ns = Path(store_dir)/source_hash()  # another library version: another store
-    doc = dict(version=FEATURES_VERSION, prefix=n, image_size=model.image_size, images={}, ids={}, t={})
-    t0 = time.perf_counter(); hits = []
-    if n > 0:
-        doc["prefix_hash"] = ph = prefix_hash(model, n)
-        plain, hi = Store(ns/f"prefix_{ph}.pt"), Store(ns/f"highlighted_{ph}_{float(model.alpha):.4f}.pt")
-        for split in ("train", "val", "test"):
-            recs = read_jsonl(rpath, split); doc["ids"][split] = [r.id for r in recs]
-            ims = [file_digest(image_path(r, rpath.parent)) for r in recs]
-            enc = lambda idx, hdir=None: encode_prefix_batches(model, [recs[i] for i in idx], rpath.parent, n, hdir, progress=False)
-            doc["images"][split] = plain.rows(ims, enc); hits.append((split, plain.hits, len(recs)))
-            if split == "train" and highlighted and not model.learn_alpha:
-                hdir = Path(tr["heatmaps_dir"]); doc["alpha"] = float(model.alpha)
-                keys = [i + file_digest(hdir/f"{r.id}.png") for i, r in zip(ims, recs)]
-                doc["images"]["train_highlighted"] = hi.rows(keys, lambda idx: enc(idx, hdir)); hits.append(("train highlighted", hi.hits, len(recs)))
-    doc["t"]["images"] = round(time.perf_counter() - t0, 2); t1 = time.perf_counter()
-    if tr["use_descriptions"] and model.text_cacheable():
-        keep = {r.id for split in ("train", "val") for r in read_jsonl(rpath, split)}  # the texts training reads
-        uniq = sorted({t for k, ts in load_descriptions(tr["descriptions"]).items() if k in keep for t in ts})
-        texts = Store(ns/f"texts_{text_hash(model)}.pt")
-        def pool(idx):
-            order = sorted(idx, key=lambda i: len(uniq[i])); rows = {}  # similar lengths per batch, as the features stage does
-            with torch.no_grad():
-                for s in range(0, len(order), 256):
-                    b = order[s:s + 256]
-                    for i, v in zip(b, model.encode_text_pooled(model.tokenize([uniq[i] for i in b])).float()): rows[i] = v
-            return [rows[i] for i in idx]
-        doc.update(texts=uniq, text_pooled=texts.rows(uniq, pool), text_hash=text_hash(model)); hits.append(("texts", texts.hits, len(uniq)))
-    doc["t"]["texts"] = round(time.perf_counter() - t1, 2)
-    with atomic_write(out) as tmp: torch.save(doc, tmp)
-    log("    from earlier points: " + ", ".join(f"{k} {h}/{m}" for k, h, m in hits))
+    "The run's feature cache, computed by `focusclip.features.compute_features` through the study's store."
+    from focusclip.features import compute_features, training_texts
+    from focusclip.model import create_model_from_params, model_params
+    tr = params["train"]
+    model = create_model_from_params(model_params(params), use_heatmap=True)
+    store = Store(Path(store_dir)/source_hash())  # another library version: another store
+    doc = compute_features(model, tr["records"], tr["features"], training_texts(tr), tr["heatmaps_dir"] if highlighted else None,
+                           progress=False, store=store)
+    log("    from earlier points: " + store.summary())
     return doc
 
 # %% ../nbs/10_study.ipynb #49830fd9
@@ -253,7 +239,7 @@ def run_seed(work:Path, # the point's scratch folder (prepared)
     import yaml
     from focusclip.model import load_model
     from focusclip.train import train
-    from focusclip.zeroshot import run_evaluate
+    from focusclip.evaluate import run_evaluate
     work = Path(work); runs = {"clip": (work, "clip"), "focusclip": (work, "focusclip"), "oracle": (work/"oracle", "clip")}
     evals, secs = {}, {}
     for row, (root, variant) in runs.items():
@@ -440,7 +426,7 @@ def findings(table:list[dict], study:dict) -> list[str]:
         parts.append((f"Significant gains at {', '.join(up)}" if up else "No significant gain at any value") +
                      (f"; no significant difference at {', '.join(flat)}" if flat else "") + (f"; a significant loss at {', '.join(down)}" if down else "") + ".")
         o = [s["diffs"]["oracle-clip"]["diff"] for s, _ in d]; h = [s["diffs"]["focusclip_highlighted-focusclip"]["diff"] for s, _ in d]
-        parts.append(f"The oracle's gap over CLIP goes " + " → ".join(f"{v:+.2f}" for v in o) +
+        parts.append("The oracle's gap over CLIP goes " + " → ".join(f"{v:+.2f}" for v in o) +
                      "; giving FocusCLIP the heatmap at test time changes it by " + " → ".join(f"{v:+.2f}" for v in h) + ".")
         out.append(" ".join(parts))
     return out

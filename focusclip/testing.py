@@ -14,7 +14,7 @@ from .data import N_JOINTS, Person, Record, write_jsonl
 from .prompts import describe_rules, record_from_payload, request_key
 
 # %% auto #0
-__all__ = ['FAULTS', 'struct_array', 'make_mini_mpii_mat', 'RangeFileServer', 'toy_records', 'FakeLLM', 'main']
+__all__ = ['FAULTS', 'struct_array', 'make_mini_mpii_mat', 'RangeFileServer', 'toy_records', 'colour_model', 'FakeLLM', 'main']
 
 # %% ../nbs/testing.ipynb #5a7d86c1
 def struct_array(rows:list[dict]) -> np.ndarray:
@@ -138,6 +138,27 @@ def toy_records(folder:str|Path, # where records.jsonl, images/, heatmaps/ and d
             hm = record_heatmap(r, size=(size, size))
             Image.fromarray(np.round(np.clip(hm, 0, 1) * 255).astype(np.uint8)).save(folder/"heatmaps"/f"{r.id}.png")
     return path
+
+# %% ../nbs/testing.ipynb #c01a0002
+def colour_model(image_size:int=8, # the square input size it reports
+                ):
+    "A `torch.nn.Module` with the harness's interface: colour words and mean image colour in RGB space."
+    import torch
+    F = torch.nn.functional
+    class ColourModel(torch.nn.Module):
+        words = ["red", "green", "blue"]
+        def __init__(self):
+            super().__init__(); self.image_size = image_size; self.p = torch.nn.Parameter(torch.zeros(1))
+        def tokenizer(self, texts):
+            return torch.tensor([[next((i for i, w in enumerate(self.words) if w in t), 0), len(t) % 3] for t in texts])
+        def encode_text(self, tok, normalize=True):
+            f = F.one_hot(tok[:, 0], 3).float() + 0.1 * F.one_hot(tok[:, 1], 3).float()
+            return F.normalize(f, dim=-1) if normalize else f
+        def encode_image(self, x, normalize=True):
+            f = x.mean(dim=(2, 3))
+            return F.normalize(f, dim=-1) if normalize else f
+        def highlight(self, x, h, alpha=0.5): return x * (alpha + h[:, None] * (1 - alpha))
+    return ColourModel()
 
 # %% ../nbs/testing.ipynb #96c6dfa8
 FAULTS = ("rate_limit", "server_error", "malformed", "empty", "drop")
