@@ -133,7 +133,7 @@ def _head(neck, top) -> dict:
     if v[1] > 0 and tilt < 60: head = "lowered below the neck"
     elif tilt < 20: head = "upright above the shoulders"
     elif tilt < 60: head = f"tilted towards the {'left' if v[0] < 0 else 'right'} of the image"
-    else: head = f"turned sideways, level with the neck"
+    else: head = "turned sideways, level with the neck"
     return dict(visible=True, tilt_deg=round(tilt, 1), pose=head)
 
 def _limbs(P, head_y, torso_len) -> dict:

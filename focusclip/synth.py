@@ -4,12 +4,12 @@
 
 # %% ../nbs/02a_synth.ipynb #f819c5e7
 from __future__ import annotations
-import json, math, os, time
+import json, math, os
 from pathlib import Path
 from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
-from .data import MPII_JOINTS, N_JOINTS, Person, Record, atomic_write, write_jsonl, image_path, load_rgb
+from .data import N_JOINTS, Person, Record, atomic_write, write_jsonl, image_path, load_rgb
 from .people import (ACTIVITIES, ACTIVITY_CATEGORY, AGE_GROUPS, EMOTIONS, BODIES, STYLES, SS, FLIP, sample_figure,
                               figure_points, draw_figure, HEAD, NECK, R_ANK, L_ANK, R_KNE, L_KNE, R_WRI, L_WRI)
 
