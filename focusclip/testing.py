@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from .data import N_JOINTS, Person, Record, write_jsonl
 from .prompts import describe_rules, record_from_payload, request_key
+from .heatmaps import record_heatmap
 
 # %% auto #0
 __all__ = ['FAULTS', 'struct_array', 'make_mini_mpii_mat', 'RangeFileServer', 'toy_records', 'colour_model', 'FakeLLM', 'main']
@@ -132,7 +133,6 @@ def toy_records(folder:str|Path, # where records.jsonl, images/, heatmaps/ and d
     path = write_jsonl(recs, folder/"records.jsonl")
     if descriptions: (folder/"descriptions.jsonl").write_text("".join(json.dumps(d) + "\n" for d in descs))
     if heatmaps:
-        from focusclip.heatmaps import record_heatmap
         (folder/"heatmaps").mkdir(exist_ok=True)
         for r in recs:
             hm = record_heatmap(r, size=(size, size))
