@@ -13,6 +13,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = {  # name -> (script, target as (comparison, value), what the figure is)
     "heatmaps": ("heatmaps.py", (">=", 100.0), "fast NumPy heatmaps over the paper's full-frame reference"),
+    "synth": ("synth.py", ("<=", 40.0), "the embedded dataset at its default size (3,300 images), CPU seconds / workers"),
     "describe": ("describe.py", (">=", 20.0), "concurrent over sequential requests to an LLM server with 200 ms latency"),
     "train_step": ("train_step.py", ("<=", 1.05), "FocusCLIP step over floor (CLIP step + one extra highlighted-view pass)"),
     "zeroshot": ("zeroshot.py", (None, None), "zero-shot harness throughput, tiny model on CPU"),

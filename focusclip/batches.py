@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from .data import image_path
+from .data import image_path, load_image_tensor
+from .heatmaps import load_heatmap_tensor, heatmaps_torch
 
 # %% auto #0
 __all__ = ['SAMPLER_SEED_STRIDE', 'class_caption', 'pick_description', 'PoseTextDataset', 'collate', 'batch_heatmaps',
@@ -24,10 +25,6 @@ def pick_description(texts:list, # an image's descriptions
     "One of `texts`, drawn reproducibly from `(seed, epoch, index)`."
     rng = np.random.default_rng([seed, epoch, index])
     return texts[int(rng.integers(len(texts)))]
-
-# %% ../nbs/05e_batches.ipynb #e281cb1e
-# the one image and heatmap loaders (as tensors): training, the feature cache and evaluation decode files the same way
-from .features import load_image_tensor, load_heatmap_tensor
 
 # %% ../nbs/05e_batches.ipynb #4270a424
 class PoseTextDataset(Dataset):
@@ -115,7 +112,6 @@ def batch_heatmaps(batch:dict, size:int, device, heatmap_opts:dict|None=None) ->
     "The batch's heatmaps `(B,S,S)` on `device`: precomputed ones, or drawn with `heatmaps_torch` from its joints."
     if "heatmap" in batch: return batch["heatmap"].to(device, non_blocking=True)
     if "joints" not in batch: return None
-    from focusclip.heatmaps import heatmaps_torch
     return heatmaps_torch(batch["joints"].to(device), batch["visible"].to(device), batch["scales"].to(device),
                           (size, size), batch["src_size"].to(device), **(heatmap_opts or {})).float()
 

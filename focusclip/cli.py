@@ -6,6 +6,13 @@
 from __future__ import annotations
 import argparse, contextlib, csv, json, sys
 from pathlib import Path
+from .data import IMAGE_EXTS, read_jsonl, write_jsonl
+from .readers import read_records, rebase_images
+from .synth import SYNTH_DEFAULTS, generate
+from .heatmaps import PARTS, HEATMAP_DEFAULTS, write_heatmaps
+from .describe import describe_photo, run_describe
+from .evalsets import EvalSet, eval_set_from_labels
+from .zeroshot import evaluate_zero_shot, TASK_TOPK
 
 # %% auto #0
 __all__ = ['data_parser', 'data_main', 'heatmaps_parser', 'heatmaps_main', 'describe_parser', 'describe_main', 'zeroshot_parser',
@@ -30,7 +37,6 @@ def data_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("synthetic", help="generate the embedded synthetic dataset")
     s.add_argument("out_dir", help="folder for records.jsonl and images/")
-    from focusclip.synth import SYNTH_DEFAULTS
     for k in ("n_train", "n_val", "n_test", "image_size", "seed", "workers"):  # the generator's own defaults
         s.add_argument(f"--{k.replace('_', '-')}", type=int, default=SYNTH_DEFAULTS[k], help=f"(default {SYNTH_DEFAULTS[k]})")
     c = sub.add_parser("convert", help="convert an annotation file into records.jsonl")
@@ -41,10 +47,7 @@ def data_parser() -> argparse.ArgumentParser:
     return p
 
 def _data(a):
-    from focusclip.readers import read_records, rebase_images
-    from focusclip.data import write_jsonl
     if a.cmd == "synthetic":
-        from focusclip.synth import generate
         recs = generate(a.out_dir, a.n_train, a.n_val, a.n_test, a.image_size, a.seed, a.workers)
     else:
         kw = {"images_dir": a.images_dir} if a.images_dir and a.format != "jsonl" else {}
@@ -58,7 +61,7 @@ def data_main(argv:list|None=None) -> int:
 
 # %% ../nbs/09_cli.ipynb #0ff81535
 def heatmaps_parser() -> argparse.ArgumentParser:
-    from focusclip.heatmaps import PARTS, HEATMAP_DEFAULTS as D
+    D = HEATMAP_DEFAULTS
     p = _parser("focusclip-heatmaps", "Write a body-part region-of-interest heatmap (8-bit PNG, <id>.png) per record.",
                 "The paper's method: each body part's visible joints span a Gaussian ellipse; parts and people\n"
                 "are summed and clipped to [0, 1]. Only the records' joints and image sizes are read, never the images.\n\n"
@@ -74,8 +77,6 @@ def heatmaps_parser() -> argparse.ArgumentParser:
     return p
 
 def _heatmaps(a):
-    from focusclip.data import read_jsonl
-    from focusclip.heatmaps import write_heatmaps
     recs = read_jsonl(a.records, split=a.split)
     paths = write_heatmaps(recs, a.out_dir, a.size, parts=a.parts, person_level=a.person_level, blend=a.blend, min_extent=a.min_extent)
     print(f"{len(paths)} heatmaps -> {a.out_dir}")
@@ -107,7 +108,6 @@ def describe_parser() -> argparse.ArgumentParser:
     return p
 
 def _describe_image(a):
-    from focusclip.describe import describe_photo
     over = {k: v for k, v in dict(base_url=a.base_url, model=a.model).items() if v is not None}
     params = a.params if Path(a.params).exists() else None
     fig = a.figure or f"{Path(a.image).stem}_pose.png"
@@ -116,7 +116,6 @@ def _describe_image(a):
     print(f"{len(rec.people)} people found in {a.image} ({rec.width}x{rec.height}); figure -> {out}", file=sys.stderr)
 
 def _describe(a):
-    from focusclip.describe import run_describe
     if a.image: return _describe_image(a)
     over = {k: v for k, v in dict(backend=a.backend, base_url=a.base_url, model=a.model, records=a.records,
                                  out_dir=a.out_dir, per_image=a.per_image, concurrency=a.concurrency).items() if v is not None}
@@ -128,8 +127,6 @@ def describe_main(argv:list|None=None) -> int:
     return _run(_describe, describe_parser().parse_args(argv))
 
 # %% ../nbs/09_cli.ipynb #60db1f30
-from .data import IMAGE_EXTS
-
 def zeroshot_parser() -> argparse.ArgumentParser:
     p = _parser("focusclip-zeroshot", "Zero-shot classify a folder of images with a saved CLIP/FocusCLIP model.",
                 "examples:\n  focusclip-zeroshot models/seed_42/focusclip photos/ --classes running sitting cycling --task activity\n"
@@ -146,7 +143,6 @@ def zeroshot_parser() -> argparse.ArgumentParser:
 
 def folder_eval_set(images:str|Path, classes:list|None=None, task:str="activity"):
     "An `EvalSet` from a folder: labelled by subfolder names, or unlabelled (label 0) with `classes`."
-    from focusclip.evalsets import EvalSet, eval_set_from_labels
     root = Path(images)
     if not root.is_dir(): raise FileNotFoundError(f"{root}: not a folder of images")
     subs = sorted(d for d in root.iterdir() if d.is_dir())
@@ -164,8 +160,7 @@ def folder_eval_set(images:str|Path, classes:list|None=None, task:str="activity"
 
 def _zeroshot(a):
     import numpy as np
-    from focusclip.model import load_model
-    from focusclip.zeroshot import evaluate_zero_shot, TASK_TOPK
+    from focusclip.model import load_model  # heavy: torch and open_clip, only for this command
     es = folder_eval_set(a.images, a.classes, a.task)
     model = load_model(a.model)
     r = evaluate_zero_shot(model, es, templates=a.template, topk=a.topk, batch_size=a.batch_size,
@@ -200,7 +195,7 @@ def preset_parser() -> argparse.ArgumentParser:
     return p
 
 def _preset(a):
-    from focusclip.pipeline import preset_args, apply_preset, resolve, show_config
+    from focusclip.pipeline import preset_args, apply_preset, resolve, show_config  # heavy: builds on the model module
     if a.show: print(show_config(resolve(a.params, a.preset)), end=""); return
     if a.preset is None: raise ValueError("a preset file is needed (or --show for the params file alone)")
     if a.apply: apply_preset(a.preset, a.params); print(f"{a.preset} applied to {a.params}")

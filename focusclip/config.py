@@ -6,7 +6,7 @@
 from __future__ import annotations
 import os, random
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 import yaml
 import numpy as np
 

@@ -4,7 +4,8 @@
 
 # %% ../nbs/01_data.ipynb #98eaeea3
 from __future__ import annotations
-import json, math
+import json, math, os
+from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -12,9 +13,10 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['MPII_JOINTS', 'N_JOINTS', 'FACE_VISIBLE', 'IMAGE_EXTS', 'RecordError', 'Person', 'Record', 'head_fraction',
-           'face_visible', 'validate_record', 'record_from_dict', 'write_jsonl', 'iter_jsonl', 'read_jsonl',
-           'image_path', 'check_frame_size', 'records_to_dataset', 'dataset_to_records', 'write_descriptions',
-           'load_descriptions', 'to_8bit', 'open_rgb', 'item_name', 'load_rgb']
+           'face_visible', 'validate_record', 'record_from_dict', 'atomic_write', 'write_jsonl', 'iter_jsonl',
+           'read_jsonl', 'image_path', 'check_frame_size', 'records_to_dataset', 'dataset_to_records',
+           'write_descriptions', 'load_descriptions', 'to_8bit', 'open_rgb', 'item_name', 'load_rgb',
+           'load_image_tensor']
 
 # %% ../nbs/01_data.ipynb #648c6a9e
 MPII_JOINTS = ("r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "pelvis", "thorax",
@@ -108,16 +110,26 @@ def record_from_dict(d:dict, where:str="record") -> Record:
     except (TypeError, ValueError) as e: raise RecordError(f"{where}: {e}") from e
     return validate_record(rec, where)
 
+# %% ../nbs/01_data.ipynb #02303d46
+@contextmanager
+def atomic_write(path:str|Path, # the file to write (its folder is created)
+                ) -> Iterator[Path]:
+    "A temporary path beside `path` to write to; renamed over `path` when the block ends, removed if it raises."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally: tmp.unlink(missing_ok=True)
+
 # %% ../nbs/01_data.ipynb #477203e1
 def write_jsonl(records:Iterable[Record], # records to write
                 path:str|Path, # the `.jsonl` file
                ) -> Path:
     "Write records as JSON Lines, atomically."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as f:
+    path = Path(path)
+    with atomic_write(path) as tmp, tmp.open("w") as f:
         for r in records: f.write(json.dumps(r.to_dict() if isinstance(r, Record) else r) + "\n")
-    tmp.replace(path)
     return path
 
 # %% ../nbs/01_data.ipynb #da65b614
@@ -183,11 +195,9 @@ def dataset_to_records(ds) -> list[Record]:
 # %% ../nbs/01_data.ipynb #4894cf1b
 def write_descriptions(rows:list[dict], path:str|Path) -> Path:
     "Write description rows (`id`, `text`, `backend`, `model`, `n`) as JSON Lines, atomically."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as f:
+    path = Path(path)
+    with atomic_write(path) as tmp, tmp.open("w") as f:
         for r in rows: f.write(json.dumps({k: r[k] for k in ("id", "text", "backend", "model", "n")}, ensure_ascii=False) + "\n")
-    tmp.replace(path)
     return path
 
 def load_descriptions(path:str|Path) -> dict[str, list[str]]:
@@ -256,3 +266,13 @@ def load_rgb(item, # an image file, or an HxW / HxWx3 array of pixel values
         im = im.crop((int(x0), int(y0), int(math.ceil(x1)), int(math.ceil(y1))))
     if wh is not None and im.size != wh: im = im.resize(wh, Image.BILINEAR)
     return np.array(im)  # a writable copy
+
+# %% ../nbs/01_data.ipynb #d1a7e002
+def load_image_tensor(path:str|Path, # the image file
+                      size:int, # the square output side
+                      record:Record|None=None, # given: its frame size is checked against the file's
+                     ):
+    "An image file as a (3, size, size) `torch.uint8` tensor: `load_rgb`, channels first."
+    import torch  # deferred: records and images need no torch
+    if record is not None: check_frame_size(record, path)
+    return torch.from_numpy(load_rgb(path, size)).permute(2, 0, 1).contiguous()

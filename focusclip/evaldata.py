@@ -4,7 +4,7 @@
 
 # %% ../nbs/07a_evaldata.ipynb #f4edf58c
 from __future__ import annotations
-import ast, csv, hashlib, json, math, re, subprocess, sys, warnings
+import ast, csv, json, subprocess, sys, warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Sequence
@@ -400,13 +400,14 @@ def load_eval_sets(datasets:Sequence[str], # names: `synthetic` and/or READERS k
                    records:str|Path="data/records/records.jsonl", # for `synthetic`
                    split:str="test", # for `synthetic`
                    where:str="evaluate", # how to name the params section in errors
+                   loaded:list|None=None, # the records of `records`, read already (None: each synthetic set reads them)
                   ) -> list[EvalSet]:
     "The evaluation sets named in the params, read from the user's paths."
     paths, options, out = paths or {}, options or {}, []
     for name in datasets:
         opts = dict(options.get(name) or {})
-        if name == "synthetic": out += synthetic_tasks(records, split=split, **opts); continue
-        if name == "synthetic_val": out += synthetic_tasks(records, split="val", name=name, **opts); continue  # training style: how much of the gap is the style shift
+        if name == "synthetic": out += synthetic_tasks(records, split=split, loaded=loaded, **opts); continue
+        if name == "synthetic_val": out += synthetic_tasks(records, split="val", name=name, loaded=loaded, **opts); continue  # training style: how much of the gap is the style shift
         if name not in READERS: raise ValueError(f"{where}.datasets: unknown dataset {name!r}; known: {['synthetic', 'synthetic_val', *READERS]}")
         if not paths.get(name): raise ValueError(f"{where}.paths.{name}: no path given for dataset {name!r} (set it to the dataset's folder or annotation file)")
         p = Path(paths[name])

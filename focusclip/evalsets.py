@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 import numpy as np
-from .data import item_name
+from .people import ACTIVITIES, AGE_GROUPS, EMOTIONS
+from .data import check_frame_size, face_visible, image_path, item_name, read_jsonl
 
 # %% auto #0
 __all__ = ['EMOTION_SYNONYMS', 'AGE_SYNONYMS', 'FER_EMOTIONS', 'FERPLUS_EMOTIONS', 'EMOTIONS_8', 'AGE_BINS', 'EvalSet',
@@ -118,7 +119,6 @@ def age_classes(bins:str|Sequence="life") -> list[str]:
 
 # %% ../nbs/07_evalsets.ipynb #da1523e3
 def _synth_classes() -> dict:
-    from focusclip.people import ACTIVITIES, AGE_GROUPS, EMOTIONS
     return {"activity": list(ACTIVITIES), "age": list(AGE_GROUPS), "emotion": list(EMOTIONS)}
 
 def synthetic_tasks(records_path:str|Path, # the records file (data/records/records.jsonl)
@@ -127,16 +127,15 @@ def synthetic_tasks(records_path:str|Path, # the records file (data/records/reco
                     classes:dict|None=None, # task -> class list (default: focusclip.synth's, else from the records)
                     name:str="synthetic", # the sets' dataset name (`synthetic_val` for the training-style val split)
                     by_shot:bool=True, # emotion on images with a visible face (`focusclip.data.face_visible`), activity and age on the others; False: every task on every image
+                    loaded:list|None=None, # the file's records, read already (None: read them here)
                    ) -> list[EvalSet]:
     "One `EvalSet` per task (named `synthetic`) from a split of the embedded dataset."
-    from focusclip.data import read_jsonl, image_path, check_frame_size
-    path = Path(records_path); allrecs = read_jsonl(path)
+    path = Path(records_path); allrecs = read_jsonl(path) if loaded is None else loaded
     recs = [r for r in allrecs if r.split == split]
     for r in recs: check_frame_size(r, image_path(r, path.parent))
     if not recs: raise ValueError(f"{path}: no records in split {split!r} (splits present: {sorted({r.split for r in allrecs})})")
     get = lambda r, t: r.activity if t == "activity" else r.labels.get(t)
     known = {**_synth_classes(), **(classes or {})}
-    from focusclip.data import face_visible
     faces = {r.id for r in recs if face_visible(r)}
     by_shot = by_shot and bool(faces)  # a split without close-ups (no annotated heads) scores every task on every image
     out = []

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 from .data import Record, image_path, load_rgb
 from .heatmaps import PART_NAMES, BLENDS, part_joints, record_heatmap, colorize, highlight, draw_joints
+from .pose import read_images
 
 # %% auto #0
 __all__ = ['explore', 'explore_folder']
@@ -77,6 +78,5 @@ def explore_folder(folder:str|Path, # a folder of photos without records
                    **kw, # as for `explore`
                   ):
     "The explorer on a folder of photos: people estimated (needs `focusclip[pose]`), joints drawn over each photo."
-    from focusclip.pose import read_images
     records = read_images(folder, labels, val_fraction=0.0, test_fraction=0.0, progress=False, **(estimator or {}))
     return explore(records, ".", joints=True, **kw)

@@ -4,21 +4,21 @@
 
 # %% ../nbs/05d_features.ipynb #a1f0c001
 from __future__ import annotations
-import hashlib, os, time
+import hashlib, time
 from pathlib import Path
-import numpy as np
 import torch
-from .data import Record, read_jsonl, image_path, load_rgb, check_frame_size
-from .heatmaps import load_heatmap
+from .data import atomic_write, read_jsonl, image_path, load_image_tensor, load_descriptions
+from .heatmaps import load_heatmap_tensor
 
 # %% auto #0
-__all__ = ['FEATURES_VERSION', 'prefix_hash', 'text_hash', 'load_image_tensor', 'load_heatmap_tensor', 'encode_prefix_batches',
-           'compute_features', 'FeatureCache', 'load_features', 'run_features']
+__all__ = ['FEATURES_VERSION', 'weights_hash', 'prefix_hash', 'text_hash', 'encode_prefix_batches', 'compute_features',
+           'FeatureCache', 'load_features', 'training_texts', 'run_features']
 
 # %% ../nbs/05d_features.ipynb #a1f0c002
 FEATURES_VERSION = 1  # bump when the file layout changes
 
-def _hash_modules(modules) -> str:
+def weights_hash(*modules) -> str:
+    "SHA-256 of the modules' state dicts (names and exact values, in order): equal hashes, identical weights."
     h = hashlib.sha256()
     for m in modules:
         for k, v in sorted(m.state_dict().items()):
@@ -27,27 +27,16 @@ def _hash_modules(modules) -> str:
 
 def prefix_hash(model, n:int) -> str:
     "SHA-256 of the weights of the first `n` image-trunk modules (and the input normalisation): equal hashes, equal activations."
-    h = _hash_modules(model._stages()[:n])
+    h = weights_hash(*model._stages()[:n])
     norm = "none" if model.pixel_mean is None else f"{model.pixel_mean.flatten().tolist()}{model.pixel_std.flatten().tolist()}"
     return hashlib.sha256(f"{h}|{norm}|{n}".encode()).hexdigest()[:16]
 
 def text_hash(model) -> str:
     "SHA-256 of the frozen text transformer's weights, its pooler and context length."
     t = model.clip.text
-    return hashlib.sha256(f"{_hash_modules([t.transformer])}|{type(t.pooler).__name__}|{model.context_length}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{weights_hash(t.transformer)}|{type(t.pooler).__name__}|{model.context_length}".encode()).hexdigest()[:16]
 
 # %% ../nbs/05d_features.ipynb #a1f0c003
-def load_image_tensor(path:str|Path, size:int,
-                      record:Record|None=None, # given: its frame size is checked against the file's
-                     ) -> torch.Tensor:
-    "An image file as a (3, size, size) uint8 tensor: `focusclip.data.load_rgb` (the one image loader), channels first."
-    if record is not None: check_frame_size(record, path)
-    return torch.from_numpy(load_rgb(path, size)).permute(2, 0, 1).contiguous()
-
-def load_heatmap_tensor(path:str|Path, size:int) -> torch.Tensor:
-    "A precomputed heatmap PNG as a (size, size) uint8 tensor: `focusclip.heatmaps.load_heatmap` (the one heatmap loader)."
-    return torch.from_numpy(load_heatmap(path, size))
-
 @torch.no_grad()
 def encode_prefix_batches(model, # a FocusCLIP whose first `n` trunk modules are frozen
                           records:list, root:str|Path, n:int,
@@ -67,46 +56,66 @@ def encode_prefix_batches(model, # a FocusCLIP whose first `n` trunk modules are
     return torch.cat(out) if out else torch.empty(0)
 
 # %% ../nbs/05d_features.ipynb #a1f0c004
+def _rows(store, kind:str, # the weights that compute the rows (how a store files them)
+          items:list, compute, label:str) -> torch.Tensor:
+    "`compute(indices)` of every item, or through `store`: the rows it holds for these items read, the others computed and kept."
+    return compute(list(range(len(items)))) if store is None else store.rows(kind, items, compute, label)
+
+def _prefix_encoder(model, recs:list, root:Path, n:int, heatmaps_dir, batch_size:int, progress:bool, desc:str):
+    "`compute(indices)` for `_rows`: the prefix activations of those records' images (or highlighted views)."
+    return lambda idx: encode_prefix_batches(model, [recs[i] for i in idx], root, n, heatmaps_dir, batch_size, progress, desc)
+
+def _cache_images(doc:dict, model, rpath:Path, n:int, heatmaps_dir, splits, batch_size:int, progress:bool, store):
+    "Into `doc`: the prefix activations of every split's images, and of the highlighted training view when alpha is fixed."
+    ph = doc["prefix_hash"] = prefix_hash(model, n)
+    for split in splits:
+        recs = read_jsonl(rpath, split); files = [image_path(r, rpath.parent) for r in recs]
+        doc["ids"][split] = [r.id for r in recs]
+        enc = _prefix_encoder(model, recs, rpath.parent, n, None, batch_size, progress, f"prefix {split}")
+        doc["images"][split] = _rows(store, f"prefix_{ph}", files, enc, split)
+        if split == "train" and heatmaps_dir is not None and model.learn_alpha is False:
+            doc["alpha"] = float(model.alpha)
+            pairs = [(f, Path(heatmaps_dir)/f"{r.id}.png") for f, r in zip(files, recs)]
+            enc = _prefix_encoder(model, recs, rpath.parent, n, heatmaps_dir, batch_size, progress, "prefix train (highlighted)")
+            doc["images"]["train_highlighted"] = _rows(store, f"highlighted_{ph}_{doc['alpha']:.4f}", pairs, enc, "train highlighted")
+
+def _text_pooler(model, texts:list, batch_size:int, progress:bool):
+    "`compute(indices)` for `_rows`: the pooled outputs of those texts, in batches of similar length (less padding)."
+    from tqdm.auto import tqdm
+    def compute(idx:list) -> torch.Tensor:
+        order, rows = sorted(idx, key=lambda i: len(texts[i])), {}
+        for s in tqdm(range(0, len(order), batch_size), desc="texts", disable=not progress, leave=False):
+            b = order[s:s + batch_size]
+            rows.update(zip(b, model.encode_text_pooled(model.tokenize([texts[i] for i in b])).float()))
+        return torch.stack([rows[i] for i in idx]) if idx else torch.empty(0, 0)
+    return compute
+
+def _cache_texts(doc:dict, model, texts:dict, batch_size:int, progress:bool, store):
+    "Into `doc`: every distinct description and its pooled output."
+    uniq, th = sorted({t for ts in texts.values() for t in ts}), text_hash(model)
+    pooled = _rows(store, f"texts_{th}", uniq, _text_pooler(model, uniq, batch_size, progress), "texts")
+    doc.update(texts=uniq, text_pooled=pooled, text_hash=th)
+
 def compute_features(model, # a FocusCLIP built from the `model` params (untrained: its frozen parts are the pretrained ones)
                      records_path:str|Path, # records.jsonl
                      out_path:str|Path, # the features file (.pt), written atomically
                      texts:dict|None=None, # record id -> descriptions (None: no text cache)
                      heatmaps_dir:str|Path|None=None, # precomputed heatmaps: also cache the highlighted training view
                      splits=("train", "val", "test"), # image splits to cache
-                     text_batch_size:int=256, batch_size:int=128, progress:bool=True) -> dict:
+                     text_batch_size:int=256, batch_size:int=128, progress:bool=True,
+                     store=None, # rows computed before (`focusclip.study.Store`): only the others are encoded
+                    ) -> dict:
     "Compute and save the frozen-prefix activations of every split (and the highlighted train view) and the pooled texts."
     model = model.eval().to(memory_format=torch.channels_last)  # oneDNN's fast convolutions on CPU (about 1.5x here); same values
-    rpath = Path(records_path); out_path = Path(out_path)
-    n = model.frozen_prefix() if model._stages() is not None else 0
+    n = model.frozen_prefix()
     doc = dict(version=FEATURES_VERSION, prefix=n, image_size=model.image_size, images={}, ids={}, t={})
     t0 = time.perf_counter()
-    if n > 0:
-        doc["prefix_hash"] = prefix_hash(model, n)
-        for split in splits:
-            recs = read_jsonl(rpath, split)
-            doc["ids"][split] = [r.id for r in recs]
-            doc["images"][split] = encode_prefix_batches(model, recs, rpath.parent, n, None, batch_size, progress, f"prefix {split}")
-            if split == "train" and heatmaps_dir is not None and model.learn_alpha is False:
-                doc["alpha"] = float(model.alpha)
-                doc["images"]["train_highlighted"] = encode_prefix_batches(model, recs, rpath.parent, n, heatmaps_dir, batch_size, progress, "prefix train (highlighted)")
+    if n > 0: _cache_images(doc, model, Path(records_path), n, heatmaps_dir, splits, batch_size, progress, store)
     doc["t"]["images"] = round(time.perf_counter() - t0, 2)
     t1 = time.perf_counter()
-    if texts is not None and model.text_cacheable():
-        uniq = sorted({t for ts in texts.values() for t in ts})
-        order = sorted(range(len(uniq)), key=lambda i: len(uniq[i]))  # similar lengths per batch: less padding
-        from tqdm.auto import tqdm
-        chunks = []
-        with torch.no_grad():
-            for s in tqdm(range(0, len(order), text_batch_size), desc="texts", disable=not progress, leave=False):
-                idx = order[s:s + text_batch_size]
-                chunks.append((idx, model.encode_text_pooled(model.tokenize([uniq[i] for i in idx])).float()))
-        pooled = torch.empty(len(uniq), chunks[0][1].shape[1] if chunks else 0)
-        for idx, v in chunks: pooled[idx] = v
-        doc.update(texts=uniq, text_pooled=pooled, text_hash=text_hash(model))
+    if texts is not None and model.text_cacheable(): _cache_texts(doc, model, texts, text_batch_size, progress, store)
     doc["t"]["texts"] = round(time.perf_counter() - t1, 2)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    torch.save(doc, tmp); os.replace(tmp, out_path)
+    with atomic_write(out_path) as tmp: torch.save(doc, tmp)
     return doc
 
 # %% ../nbs/05d_features.ipynb #a1f0c005
@@ -128,6 +137,31 @@ class FeatureCache:
             raise ValueError(f"{self.path}: the pooled texts were computed with another text tower; rerun the features stage")
         return self
 
+    def usable(self, model, # the model that would read the cache
+               training:bool=False, # a training run: the cached layers must be frozen in the model, and a cache of other weights is an error
+               splits=None, # the image splits the caller reads (None: every cached one)
+               heatmap:bool=False, # the run trains the heatmap branch (FocusCLIP): the highlighted training view applies
+               descriptions:bool=False, # the run's texts are descriptions (the texts the cache holds)
+              ) -> dict:
+        "Which parts stand in for `model`'s own computation: each image split, `train_highlighted` and `text` -> bool."
+        if training: self.check(model, need_images=model.frozen_prefix() > 0, need_text=model.text_cacheable())
+        prefix = self._serves_prefix(model, training)
+        use = {s: prefix and s in self.splits for s in (self.splits if splits is None else splits)}
+        use["train_highlighted"] = (use.get("train", False) and heatmap and not (model.learn_alpha and model.use_heatmap)
+                                    and self.has_highlighted(float(model.alpha)))
+        use["text"] = (descriptions and self.has_text and model.text_cacheable()
+                       and (training or text_hash(model) == self.doc["text_hash"]))  # training: `check` compared them
+        return use
+
+    def _serves_prefix(self, model, training:bool) -> bool:
+        "Training: the model freezes at least the cached layers (`check` compared their weights). Inference: their weights are the model's."
+        if self.prefix == 0: return False
+        if training: return model.frozen_prefix() >= self.prefix
+        has_trunk = callable(getattr(model, "_stages", None)) and model._stages() is not None
+        return has_trunk and prefix_hash(model, self.prefix) == self.doc["prefix_hash"]
+
+    @property
+    def splits(self) -> list: return list(self.doc["ids"])  # the image splits held (plain views)
     @property
     def has_text(self) -> bool: return "text_pooled" in self.doc
     def has_images(self, split:str) -> bool: return self.prefix > 0 and split in self.doc["images"]
@@ -164,6 +198,13 @@ def load_features(path:str|Path) -> FeatureCache|None:
     return FeatureCache(doc, path)
 
 # %% ../nbs/05d_features.ipynb #a1f0c006
+def training_texts(tcfg:dict, # a checked `train` section
+                  ) -> dict|None:
+    "The descriptions training reads (of the train and val images); None without them (`use_descriptions: false`, or no file)."
+    if not (tcfg["use_descriptions"] and Path(tcfg["descriptions"]).exists()): return None
+    keep = {r.id for split in ("train", "val") for r in read_jsonl(tcfg["records"], split)}
+    return {k: v for k, v in load_descriptions(tcfg["descriptions"]).items() if k in keep}
+
 def run_features(params:str|Path="params.yaml", # a `Config` (sections model, train), or a params dict or file (read here)
                  progress:bool=True) -> dict:
     "The features stage: cache the frozen parts' activations for the configured model, data and descriptions."
@@ -174,12 +215,7 @@ def run_features(params:str|Path="params.yaml", # a `Config` (sections model, tr
     tcfg, mcfg = train_config(cfg), model_params(cfg)
     out = Path(tcfg["features"] or "data/features/features.pt")
     model = create_model_from_params(mcfg, use_heatmap=True)
-    texts = None
-    if tcfg["use_descriptions"] and Path(tcfg["descriptions"]).exists():
-        from .data import load_descriptions
-        keep = {r.id for split in ("train", "val") for r in read_jsonl(tcfg["records"], split)}  # the texts training reads
-        texts = {k: v for k, v in load_descriptions(tcfg["descriptions"]).items() if k in keep}
     hdir = tcfg["heatmaps_dir"] if tcfg["heatmaps"] == "precomputed" and Path(tcfg["heatmaps_dir"]).exists() else None
-    doc = compute_features(model, tcfg["records"], out, texts, hdir, progress=progress)
+    doc = compute_features(model, tcfg["records"], out, training_texts(tcfg), hdir, progress=progress)
     return dict(path=str(out), prefix=doc["prefix"], splits={k: int(v.shape[0]) for k, v in doc["images"].items()},
                 texts=len(doc.get("texts", [])), seconds=doc["t"])

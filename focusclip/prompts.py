@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 import numpy as np
 from .data import MPII_JOINTS, Person, Record
+from .data import face_visible
 
 # %% auto #0
 __all__ = ['PROMPT_KEYS', 'J', 'LIMBS', 'NUMBERS', 'KEY_FIELDS', 'DescribeError', 'load_template', 'activity_label',
@@ -133,7 +134,7 @@ def _head(neck, top) -> dict:
     if v[1] > 0 and tilt < 60: head = "lowered below the neck"
     elif tilt < 20: head = "upright above the shoulders"
     elif tilt < 60: head = f"tilted towards the {'left' if v[0] < 0 else 'right'} of the image"
-    else: head = f"turned sideways, level with the neck"
+    else: head = "turned sideways, level with the neck"
     return dict(visible=True, tilt_deg=round(tilt, 1), pose=head)
 
 def _limbs(P, head_y, torso_len) -> dict:
@@ -265,7 +266,6 @@ def describe_rules(rec:Record, # the image
 
 def _visible_labels(rec:Record) -> dict:
     "The record's extra labels a describer looking at the image could give: an expression only where the face is visible."
-    from focusclip.data import face_visible
     return {k: v for k, v in (rec.labels or {}).items() if k != "emotion" or face_visible(rec)}
 
 def _appearance(labels:dict, b:dict, pick) -> list[str]:

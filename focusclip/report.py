@@ -6,14 +6,14 @@
 from __future__ import annotations
 import json, math
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 import numpy as np
 
 # %% auto #0
 __all__ = ['HEADLINE_RULES', 'PAPER_TABLE', 'NAMES', 'LABELS', 'SPLIT_DATASETS', 'REPORT_DEFAULTS', 'REPORT_CHOICES', 'rule_for',
            'headline', 'shown_diff', 'load_all', 'results_frame', 'paper_docs', 'summarise', 'headline_by_seed',
-           'comparison_table', 'table_markdown', 'table_csv', 'ablation_table', 'ablation_markdown',
-           'paired_difference', 'benchmark_summary', 'summary_markdown', 'plot_bars', 'plot_confusions',
+           'comparison_table', 'markdown_table', 'table_markdown', 'table_csv', 'ablation_table', 'ablation_markdown',
+           'paired_difference', 'benchmark_summary', 'summary_markdown', 'save_figure', 'plot_bars', 'plot_confusions',
            'plot_per_class', 'plot_embeddings', 'report_params', 'report_metrics', 'make_report']
 
 # %% ../nbs/08_report.ipynb #2fe33637
@@ -179,11 +179,18 @@ NAMES = {"stanford40": "Stanford 40 Actions", "kinetics400": "Kinetics-400 (fram
          "facial_expressions": "facial_expressions", "synthetic": "synthetic (held-out style)", "synthetic_val": "synthetic (training style, val)"}
 LABELS = {"clip": "CLIP", "focusclip": "FocusCLIP"}
 
+def markdown_table(header:Sequence[str], # the column names
+                   rows:Iterable[Sequence], # per row, its cells (already formatted; anything else is shown with `str`)
+                  ) -> str:
+    "A Markdown pipe table: the header, its rule, one line per row."
+    line = lambda cells: "| " + " | ".join(map(str, cells)) + " |"
+    return "\n".join([line(header), "|" + "---|" * len(header), *map(line, rows)])
+
 def table_markdown(t, # from `comparison_table`
                   ) -> str:
     "The comparison table as a Markdown table."
     b, m = LABELS.get(t.attrs["baseline"], t.attrs["baseline"]), LABELS.get(t.attrs["method"], t.attrs["method"])
-    lines = [f"| task | dataset | metric | chance | {b} | {m} | difference |", "|---|---|---|---|---|---|---|"]
+    rows = []
     for r in t.itertuples():
         if r.kind == "dataset":
             metric = f"top-{int(r.k)}"; chance = "" if r.chance is None or math.isnan(r.chance) else f"{r.chance:.2f}"
@@ -192,8 +199,8 @@ def table_markdown(t, # from `comparison_table`
             metric, chance = "", ""; name = f"**mean** ({r.dataset})" if r.kind == "task mean" else f"**headline: mean of task means** ({r.dataset})"
         task = r.task if r.kind != "headline" else "**all**"
         bold = (lambda s: f"**{s}**") if r.kind == "headline" else (lambda s: s)
-        lines.append(f"| {task} | {name} | {metric} | {chance} | {bold(r.baseline_shown)} | {bold(r.method_shown)} | {bold(r.diff_shown)} |")
-    return "\n".join(lines)
+        rows.append([task, name, metric, chance, bold(r.baseline_shown), bold(r.method_shown), bold(r.diff_shown)])
+    return markdown_table(["task", "dataset", "metric", "chance", b, m, "difference"], rows)
 
 def table_csv(t, path:str|Path) -> Path:
     "The comparison table's numbers as CSV."
@@ -232,11 +239,9 @@ def ablation_markdown(t) -> str:
     "The ablation table as Markdown."
     cols = t.attrs["cols"]
     head = ["variant", "seeds"] + [c[5:] if c.startswith("task_") else "**headline**" for c in cols] + [f"vs {t.attrs['baseline']}"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in t.to_dict("records"):
-        cells = [_cell(r[c], r[c + "_std"], r["n_seeds"]) for c in cols]
-        lines.append(f"| {r['variant']} | {r['n_seeds']} | " + " | ".join(cells) + f" | {'–' if math.isnan(r['diff']) else format(r['diff'], '+.2f')} |")
-    return "\n".join(lines)
+    rows = [[r["variant"], r["n_seeds"], *[_cell(r[c], r[c + "_std"], r["n_seeds"]) for c in cols], "–" if math.isnan(r["diff"]) else format(r["diff"], "+.2f")]
+            for r in t.to_dict("records")]
+    return markdown_table(head, rows)
 
 # %% ../nbs/08_report.ipynb #5b3c1e01
 SPLIT_DATASETS = {"test": "synthetic", "val": "synthetic_val"}  # the embedded benchmark's splits: held-out style, training style
@@ -308,13 +313,12 @@ def summary_markdown(s:dict, baseline:str="clip", method:str="focusclip") -> str
     "The benchmark summary as Markdown: per task and split, chance, probe ceilings, both models (top-1 and top-k)."
     b, m = LABELS.get(baseline, baseline), LABELS.get(method, method)
     f = lambda x: "–" if x is None else f"{x:.1f}"
-    lines = [f"| task | split | chance top-1 | probe (pretrained) | probe ({b}) | probe ({m}) | {b} top-1 | {m} top-1 | chance top-k | {b} top-k | {m} top-k |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    header = ["task", "split", "chance top-1", "probe (pretrained)", f"probe ({b})", f"probe ({m})", f"{b} top-1", f"{m} top-1", "chance top-k", f"{b} top-k", f"{m} top-k"]
     names = {"test": "held-out style", "val": "training style"}
-    for t, splits in s["tasks"].items():
-        for sp, e in splits.items():
-            lines.append(f"| {t} | {names[sp]} (n={e['n']}) | {f(e['chance_top1'])} | {f(e['probe_top1'])} | {f(e[f'{baseline}_probe_top1'])} | {f(e[f'{method}_probe_top1'])} | "
-                         f"{f(e[f'{baseline}_top1'])} | {f(e[f'{method}_top1'])} | {f(e['chance_topk'])} (top-{e['k']}) | {f(e[f'{baseline}_topk'])} | {f(e[f'{method}_topk'])} |")
+    rows = [[t, f"{names[sp]} (n={e['n']})", f(e["chance_top1"]), f(e["probe_top1"]), f(e[f"{baseline}_probe_top1"]), f(e[f"{method}_probe_top1"]),
+             f(e[f"{baseline}_top1"]), f(e[f"{method}_top1"]), f"{f(e['chance_topk'])} (top-{e['k']})", f(e[f"{baseline}_topk"]), f(e[f"{method}_topk"])]
+            for t, splits in s["tasks"].items() for sp, e in splits.items()]
+    lines = [markdown_table(header, rows)]
     h = s.get("headline", {})
     if "diff_ci95" in h:
         lo, hi = h["diff_ci95"]
@@ -325,7 +329,11 @@ def summary_markdown(s:dict, baseline:str="clip", method:str="focusclip") -> str
     return "\n".join(lines)
 
 # %% ../nbs/08_report.ipynb #29801763
-def _save(fig, stem:Path, formats=("png", "svg")) -> list[Path]:
+def save_figure(fig, # a matplotlib figure (closed once written)
+                stem:Path, # the path without its suffix; one file per format
+                formats=("png", "svg"),
+               ) -> list[Path]:
+    "Write a figure once per format (its folder created) and close it; the written paths."
     stem.parent.mkdir(parents=True, exist_ok=True); out = []
     for f in formats: p = stem.with_suffix(f".{f}"); fig.savefig(p, dpi=120, bbox_inches="tight"); out.append(p)
     import matplotlib.pyplot as plt; plt.close(fig); return out
@@ -349,7 +357,7 @@ def plot_bars(t, stem:str|Path, formats=("png", "svg")) -> list[Path]:
         if c is not None and np.isfinite(c): ax.hlines(c, i - 0.45, i + 0.45, colors="k", linestyles=":", label="chance" if i == 0 else None)
     ax.set_xticks(x, labs, fontsize=8); ax.set_ylabel("zero-shot accuracy (%)"); ax.set_ylim(0, 100); ax.legend(fontsize=8)
     ax.set_title("Zero-shot accuracy (error bars: std over seeds, or bootstrap 95% CI)", fontsize=9)
-    return _save(fig, Path(stem), formats)
+    return save_figure(fig, Path(stem), formats)
 
 def _first_result(docs, variant, key):
     ds = sorted([d for d in docs if d["variant"] == variant], key=lambda d: (d.get("seed") is None, d.get("seed") or 0))
@@ -371,7 +379,7 @@ def plot_confusions(docs, key:str, variants:Sequence[str], stem, formats=("png",
         ax.set_title(f"{LABELS.get(v, v)}: {key} (top-1 {r['top1']:.1f}%)", fontsize=9); ax.set_xlabel("predicted"); ax.set_ylabel("true" if ax is axes[0][0] else "")
         ax.tick_params(labelsize=7)
     fig.colorbar(axes[0][0].collections[0], ax=axes[0].tolist(), shrink=0.7, label="fraction of the true class")
-    return _save(fig, Path(stem), formats)
+    return save_figure(fig, Path(stem), formats)
 
 def plot_per_class(docs, key:str, variants:Sequence[str], stem, formats=("png", "svg")) -> list[Path]:
     "Per-class top-k accuracy of one evaluation set, variants side by side."
@@ -383,7 +391,7 @@ def plot_per_class(docs, key:str, variants:Sequence[str], stem, formats=("png", 
     fig, ax = plt.subplots(figsize=(6, 0.3 * df.cls.nunique() + 1.5))
     sns.barplot(df, y="cls", x="acc", hue="variant", ax=ax, orient="h")
     ax.set_xlabel(f"top-{k['k']} accuracy (%)"); ax.set_ylabel(""); ax.set_xlim(0, 100); ax.set_title(f"per-class accuracy: {key}", fontsize=9)
-    return _save(fig, Path(stem), formats)
+    return save_figure(fig, Path(stem), formats)
 
 def plot_embeddings(docs, key:str, variants:Sequence[str], stem, formats=("png", "svg")) -> list[Path]:
     "2-D PCA of image embeddings of one evaluation set, coloured by true class, one panel per variant."
@@ -396,7 +404,7 @@ def plot_embeddings(docs, key:str, variants:Sequence[str], stem, formats=("png",
         sns.scatterplot(df, x="PC1", y="PC2", hue="class", hue_order=r["classnames"], s=14, ax=ax, legend=ax is axes[0][-1], palette="tab20")
         ax.set_title(f"{LABELS.get(v, v)}: image embeddings, {key}", fontsize=9)
     if axes[0][-1].get_legend(): sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1, 1), fontsize=7)
-    return _save(fig, Path(stem), formats)
+    return save_figure(fig, Path(stem), formats)
 
 # %% ../nbs/08_report.ipynb #ed56a7b9
 REPORT_DEFAULTS = {

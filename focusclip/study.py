@@ -7,13 +7,15 @@ from __future__ import annotations
 import hashlib, json, shutil, time
 from pathlib import Path
 import numpy as np
+from .data import atomic_write
+from .report import markdown_table, save_figure
 
 # %% auto #0
 __all__ = ['STUDY_VERSION', 'ROWS', 'ROW_LABELS', 'HEADLINE_KEYS', 'STUDY_DEFAULTS', 'SOURCES', 'DIFFS', 'load_study',
            'point_params', 'source_hash', 'point_fingerprint', 'file_digest', 'Store', 'point_features',
            'prepare_point', 'row_key', 'run_seed', 'embedded_headline', 'run_point', 'load_point', 'point_summary',
-           'study_table', 'table_markdown', 'knob_curves', 'plot_study', 'plot_accuracy', 'findings', 'report_markdown',
-           'study_summary', 'make_study_report']
+           'study_table', 'study_table_markdown', 'knob_curves', 'plot_study', 'plot_accuracy', 'findings',
+           'report_markdown', 'study_summary', 'make_study_report']
 
 # %% ../nbs/10_study.ipynb #76436822
 STUDY_VERSION = 1  # bump when a point's procedure changes: seeds finished by another version are run again
@@ -34,7 +36,7 @@ STUDY_DEFAULTS = dict(
 )
 # the library code a point's numbers depend on: a change reruns finished seeds
 SOURCES = ("config", "data", "readers", "people", "synth", "pose", "heatmaps", "prompts", "replies", "describe", "towers", "model",
-           "losses", "recipe", "features", "batches", "train", "evalsets", "evaldata", "zeroshot")
+           "losses", "recipe", "features", "batches", "metrics", "train", "evalsets", "evaldata", "zeroshot", "evaluate")
 
 # %% ../nbs/10_study.ipynb #228e553f
 def load_study(path:str|Path="studies/focus/params.yaml", # the study's params file
@@ -102,8 +104,7 @@ def point_fingerprint(main:dict, oracle:dict) -> str:
 
 # %% ../nbs/10_study.ipynb #d48a58a3
 def _write_json(path:Path, doc) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True); tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n"); tmp.replace(path)  # atomic: an interrupted write leaves the old file or none
+    with atomic_write(path) as tmp: tmp.write_text(json.dumps(doc, indent=1) + "\n")
     return path
 
 def _write_params(params:dict, path:Path) -> Path:
@@ -120,74 +121,60 @@ def file_digest(path:str|Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:32]
 
 class Store:
-    "Values keyed by content (an image's digest, a text), kept in one file per kind under the study's scratch folder and shared by every point."
-    def __init__(self, path:str|Path):
-        import torch
-        self.path = Path(path); self.data = torch.load(self.path, weights_only=False) if self.path.exists() else {}
-        self.hits = self.misses = 0
+    "Rows keyed by content (files by their digest, texts as they are), one file per kind under the study's store folder, shared by every point."
+    def __init__(self, folder:str|Path):
+        self.folder, self.kinds, self.counts = Path(folder), {}, []  # counts: (label, rows held already, rows asked) per request
 
-    def rows(self, keys:list, compute) -> "torch.Tensor":
-        "The stacked values of `keys`; `compute(indices)` returns those of the missing ones (in that order), which are kept."
+    @staticmethod
+    def key(item) -> str:
+        "An item's identity by content: a file (`Path`) by its digest, files (a tuple) by their digests joined, a text by itself."
+        if isinstance(item, tuple): return "".join(map(Store.key, item))
+        return file_digest(item) if isinstance(item, Path) else item
+
+    def _rows_of(self, kind:str) -> dict:
         import torch
+        if kind not in self.kinds:
+            path = self.folder/f"{kind}.pt"
+            self.kinds[kind] = torch.load(path, weights_only=False) if path.exists() else {}
+        return self.kinds[kind]
+
+    def rows(self, kind:str, # what computed the rows, e.g. `prefix_<weights hash>` (one file each)
+             items:list, compute, # `compute(indices)`: the rows of the items not held, in that order (they are kept)
+             label:str=""):
+        "The stacked rows of `items` (`focusclip.features.compute_features` asks this before encoding)."
+        import torch
+        data, keys = self._rows_of(kind), [self.key(it) for it in items]
         missing, seen = [], set()
         for i, k in enumerate(keys):
-            if k not in self.data and k not in seen: missing.append(i); seen.add(k)
-        self.hits, self.misses = len(keys) - len(missing), len(missing)
+            if k not in data and k not in seen: missing.append(i); seen.add(k)
+        self.counts.append((label or kind, len(keys) - len(missing), len(keys)))
         if missing:
-            for i, v in zip(missing, compute(missing)): self.data[keys[i]] = v.clone()
-            self.save()
-        return torch.stack([self.data[k] for k in keys]) if keys else torch.empty(0)
+            for i, v in zip(missing, compute(missing)): data[keys[i]] = v.clone()
+            self._save(kind)
+        return torch.stack([data[k] for k in keys]) if keys else torch.empty(0)
 
-    def save(self):
-        import os, torch
-        self.path.parent.mkdir(parents=True, exist_ok=True); tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save(self.data, tmp); os.replace(tmp, self.path)
+    def summary(self) -> str:
+        "How many rows of each request were held already: `train 12/12, texts 30/36`."
+        return ", ".join(f"{label} {held}/{n}" for label, held, n in self.counts)
+
+    def _save(self, kind:str):
+        import torch
+        with atomic_write(self.folder/f"{kind}.pt") as tmp: torch.save(self.kinds[kind], tmp)
 
 # %% ../nbs/10_study.ipynb #145bd242
 def point_features(params:dict, # a point's (or its oracle's) params
                    store_dir:str|Path, # the study's store: activations and pooled texts of earlier points
                    highlighted:bool=True, # also the highlighted training view (FocusCLIP's)
                    log=print) -> dict:
-    "The run's feature cache, in the layout of `focusclip.features.compute_features`, encoding only the images, highlighted views and texts no earlier point had."
-    import os, torch
-    from focusclip.data import read_jsonl, image_path
-    from focusclip.data import load_descriptions
-    from focusclip.features import FEATURES_VERSION, encode_prefix_batches, prefix_hash, text_hash
+    "The run's feature cache, computed by `focusclip.features.compute_features` through the study's store."
+    from focusclip.features import compute_features, training_texts
     from focusclip.model import create_model_from_params, model_params
-    tr = params["train"]; rpath = Path(tr["records"]); out = Path(tr["features"])
-    model = create_model_from_params(model_params(params), use_heatmap=True).eval().to(memory_format=torch.channels_last)
-    n = model.frozen_prefix() if model._stages() is not None else 0
-    ns = Path(store_dir)/source_hash()  # another library version: another store
-    doc = dict(version=FEATURES_VERSION, prefix=n, image_size=model.image_size, images={}, ids={}, t={})
-    t0 = time.perf_counter(); hits = []
-    if n > 0:
-        doc["prefix_hash"] = ph = prefix_hash(model, n)
-        plain, hi = Store(ns/f"prefix_{ph}.pt"), Store(ns/f"highlighted_{ph}_{float(model.alpha):.4f}.pt")
-        for split in ("train", "val", "test"):
-            recs = read_jsonl(rpath, split); doc["ids"][split] = [r.id for r in recs]
-            ims = [file_digest(image_path(r, rpath.parent)) for r in recs]
-            enc = lambda idx, hdir=None: encode_prefix_batches(model, [recs[i] for i in idx], rpath.parent, n, hdir, progress=False)
-            doc["images"][split] = plain.rows(ims, enc); hits.append((split, plain.hits, len(recs)))
-            if split == "train" and highlighted and not model.learn_alpha:
-                hdir = Path(tr["heatmaps_dir"]); doc["alpha"] = float(model.alpha)
-                keys = [i + file_digest(hdir/f"{r.id}.png") for i, r in zip(ims, recs)]
-                doc["images"]["train_highlighted"] = hi.rows(keys, lambda idx: enc(idx, hdir)); hits.append(("train highlighted", hi.hits, len(recs)))
-    doc["t"]["images"] = round(time.perf_counter() - t0, 2); t1 = time.perf_counter()
-    if tr["use_descriptions"] and model.text_cacheable():
-        keep = {r.id for split in ("train", "val") for r in read_jsonl(rpath, split)}  # the texts training reads
-        uniq = sorted({t for k, ts in load_descriptions(tr["descriptions"]).items() if k in keep for t in ts})
-        texts = Store(ns/f"texts_{text_hash(model)}.pt")
-        def pool(idx):
-            order = sorted(idx, key=lambda i: len(uniq[i])); rows = {}  # similar lengths per batch, as the features stage does
-            with torch.no_grad():
-                for s in range(0, len(order), 256):
-                    b = order[s:s + 256]
-                    for i, v in zip(b, model.encode_text_pooled(model.tokenize([uniq[i] for i in b])).float()): rows[i] = v
-            return [rows[i] for i in idx]
-        doc.update(texts=uniq, text_pooled=texts.rows(uniq, pool), text_hash=text_hash(model)); hits.append(("texts", texts.hits, len(uniq)))
-    doc["t"]["texts"] = round(time.perf_counter() - t1, 2)
-    out.parent.mkdir(parents=True, exist_ok=True); tmp = out.with_name(out.name + ".tmp"); torch.save(doc, tmp); os.replace(tmp, out)
-    log("    from earlier points: " + ", ".join(f"{k} {h}/{m}" for k, h, m in hits))
+    tr = params["train"]
+    model = create_model_from_params(model_params(params), use_heatmap=True)
+    store = Store(Path(store_dir)/source_hash())  # another library version: another store
+    doc = compute_features(model, tr["records"], tr["features"], training_texts(tr), tr["heatmaps_dir"] if highlighted else None,
+                           progress=False, store=store)
+    log("    from earlier points: " + store.summary())
     return doc
 
 # %% ../nbs/10_study.ipynb #49830fd9
@@ -252,7 +239,7 @@ def run_seed(work:Path, # the point's scratch folder (prepared)
     import yaml
     from focusclip.model import load_model
     from focusclip.train import train
-    from focusclip.zeroshot import run_evaluate
+    from focusclip.evaluate import run_evaluate
     work = Path(work); runs = {"clip": (work, "clip"), "focusclip": (work, "focusclip"), "oracle": (work/"oracle", "clip")}
     evals, secs = {}, {}
     for row, (root, variant) in runs.items():
@@ -344,18 +331,17 @@ def _fmt_diff(d:dict) -> str:
     lo, hi = d["diff_ci95"]; star = "*" if d["significant"] else ""
     return f"{d['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}]{star}"
 
-def table_markdown(table:list[dict], study:dict) -> str:
+def study_table_markdown(table:list[dict], study:dict) -> str:
     "The study's table: per point, the four rows' headline and the differences from CLIP with 95% intervals."
-    head = ("| knob | value | seeds | CLIP | FocusCLIP | FocusCLIP − CLIP [95%] | highlighted test view | highlighted − CLIP [95%] | oracle | oracle − CLIP [95%] | compute (min) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|")
-    lines = list(head)
+    header = ["knob", "value", "seeds", "CLIP", "FocusCLIP", "FocusCLIP − CLIP [95%]", "highlighted test view", "highlighted − CLIP [95%]",
+              "oracle", "oracle − CLIP [95%]", "compute (min)"]
+    rows = []
     for s in table:
         r, d = s["rows"], s["diffs"]
-        knob = s["knob"] or "neutral (default)"
-        lines.append(f"| {knob} | {_value_label(study, s)} | {len(s['seeds'])} | {r['clip']['headline']:.2f} | {r['focusclip']['headline']:.2f} | "
-                     f"{_fmt_diff(d['focusclip-clip'])} | {r['focusclip_highlighted']['headline']:.2f} | {_fmt_diff(d['focusclip_highlighted-clip'])} | "
-                     f"{r['oracle']['headline']:.2f} | {_fmt_diff(d['oracle-clip'])} | {_point_seconds(study, s['point']) / 60:.1f} |")
-    return "\n".join(lines)
+        rows.append([s["knob"] or "neutral (default)", _value_label(study, s), len(s["seeds"]), f"{r['clip']['headline']:.2f}", f"{r['focusclip']['headline']:.2f}",
+                     _fmt_diff(d["focusclip-clip"]), f"{r['focusclip_highlighted']['headline']:.2f}", _fmt_diff(d["focusclip_highlighted-clip"]),
+                     f"{r['oracle']['headline']:.2f}", _fmt_diff(d["oracle-clip"]), f"{_point_seconds(study, s['point']) / 60:.1f}"])
+    return markdown_table(header, rows)
 
 def _value_label(study:dict, s:dict) -> str:
     if s["knob"] is None: return "–"
@@ -375,7 +361,6 @@ def knob_curves(table:list[dict], study:dict) -> dict:
 def plot_study(table:list[dict], study:dict, stem:str|Path, formats=("png", "svg")) -> list[Path]:
     "Per knob, the difference from CLIP (headline points, 95% intervals) of FocusCLIP, FocusCLIP on the highlighted test view, and the oracle."
     import matplotlib.pyplot as plt
-    from focusclip.report import _save
     curves = knob_curves(table, study)
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
     style = {"focusclip": ("C0", "o", "FocusCLIP − CLIP"), "focusclip_highlighted": ("C2", "s", "FocusCLIP (highlighted test view) − CLIP"),
@@ -396,12 +381,11 @@ def plot_study(table:list[dict], study:dict, stem:str|Path, formats=("png", "svg
     axes[0][0].set_ylabel("headline accuracy − CLIP (points)")
     axes[0][-1].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    return _save(fig, Path(stem), formats)
+    return save_figure(fig, Path(stem), formats)
 
 def plot_accuracy(table:list[dict], study:dict, stem:str|Path, formats=("png", "svg")) -> list[Path]:
     "Per knob, each row's headline accuracy (mean over seeds)."
     import matplotlib.pyplot as plt
-    from focusclip.report import _save
     curves = knob_curves(table, study)
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.2), squeeze=False, sharey=True)
     for ax, (k, pts) in zip(axes[0], curves.items()):
@@ -414,7 +398,7 @@ def plot_accuracy(table:list[dict], study:dict, stem:str|Path, formats=("png", "
         ax.set_xlabel(spec.get("title", k))
     axes[0][0].set_ylabel("headline accuracy (%)"); axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, Path(stem), formats)
+    return save_figure(fig, Path(stem), formats)
 
 # %% ../nbs/10_study.ipynb #99b254ae
 def _label(study:dict, s:dict) -> str:
@@ -442,19 +426,16 @@ def findings(table:list[dict], study:dict) -> list[str]:
         parts.append((f"Significant gains at {', '.join(up)}" if up else "No significant gain at any value") +
                      (f"; no significant difference at {', '.join(flat)}" if flat else "") + (f"; a significant loss at {', '.join(down)}" if down else "") + ".")
         o = [s["diffs"]["oracle-clip"]["diff"] for s, _ in d]; h = [s["diffs"]["focusclip_highlighted-focusclip"]["diff"] for s, _ in d]
-        parts.append(f"The oracle's gap over CLIP goes " + " → ".join(f"{v:+.2f}" for v in o) +
+        parts.append("The oracle's gap over CLIP goes " + " → ".join(f"{v:+.2f}" for v in o) +
                      "; giving FocusCLIP the heatmap at test time changes it by " + " → ".join(f"{v:+.2f}" for v in h) + ".")
         out.append(" ".join(parts))
     return out
 
 # %% ../nbs/10_study.ipynb #195c144f
 def _task_table(table:list[dict], study:dict) -> str:
-    lines = ["| knob | value | " + " | ".join(f"{ROW_LABELS[r]}: {t}" for r in ROWS for t in ("act", "age", "emo")) + " |",
-             "|---|---|" + "---|" * (3 * len(ROWS))]
-    for s in table:
-        cells = [f"{s['rows'][r]['tasks'][t]:.1f}" for r in ROWS for t in ("activity", "age", "emotion")]
-        lines.append(f"| {s['knob'] or 'neutral'} | {_label(study, s)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    header = ["knob", "value", *[f"{ROW_LABELS[r]}: {t}" for r in ROWS for t in ("act", "age", "emo")]]
+    return markdown_table(header, [[s["knob"] or "neutral", _label(study, s), *[f"{s['rows'][r]['tasks'][t]:.1f}" for r in ROWS for t in ("activity", "age", "emotion")]]
+                                   for s in table])
 
 def _point_seconds(study:dict, name:str) -> float:
     "Seconds of work recorded in a point's seed documents (its preparation counted once per run of the point)."
@@ -483,7 +464,7 @@ def report_markdown(table:list[dict], study:dict, extra:str="") -> str:
         "The points:", "", knobs, "",
         "## Findings", "", *[f"- {x}" for x in findings(table, study)], "",
         *([extra.strip(), ""] if extra.strip() else []),
-        "## Headline per point", "", table_markdown(table, study), "",
+        "## Headline per point", "", study_table_markdown(table, study), "",
         "![FocusCLIP − CLIP against each knob](focus_vs_knobs.png)", "", "![headline accuracy against each knob](accuracy_vs_knobs.png)", "",
         "## Per task (top-k, held-out split, means over seeds)", "", _task_table(table, study), "",
         f"Recorded compute: {_compute_seconds(study, table) / 60:.1f} minutes over {len(table)} points (the seed documents' timings; "

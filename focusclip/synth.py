@@ -4,12 +4,12 @@
 
 # %% ../nbs/02a_synth.ipynb #f819c5e7
 from __future__ import annotations
-import json, math, os, time
+import json, math, os
 from pathlib import Path
 from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
-from .data import MPII_JOINTS, N_JOINTS, Person, Record, write_jsonl, image_path, load_rgb
+from .data import N_JOINTS, Person, Record, atomic_write, write_jsonl, image_path, load_rgb
 from .people import (ACTIVITIES, ACTIVITY_CATEGORY, AGE_GROUPS, EMOTIONS, BODIES, STYLES, SS, FLIP, sample_figure,
                               figure_points, draw_figure, HEAD, NECK, R_ANK, L_ANK, R_KNE, L_KNE, R_WRI, L_WRI)
 
@@ -337,9 +337,8 @@ def _work(job):
     rec = scene_record(sc)
     path = Path(root)/rec.image
     if not (skip_existing and path.exists()):
-        tmp = path.with_name(path.stem + ".tmp.png")
-        draw_scene(sc).save(tmp, format="PNG", compress_level=1)
-        tmp.replace(path)  # atomic: an interrupted run never leaves a truncated image
+        with atomic_write(path) as tmp:  # an interrupted run never leaves a truncated image
+            draw_scene(sc).save(tmp, format="PNG", compress_level=1)
     true = scene_record(sc, noisy=False).to_dict() if sc["joint_noise"] is not None else None
     return rec.to_dict(), true
 
@@ -392,7 +391,7 @@ def generate(out_dir:str|Path, # folder for `records.jsonl`, `images/` and `synt
     if not same:
         for p in (out/"images").glob("synth_*.png"): p.unlink()
         mpath.write_text(json.dumps(manifest, indent=1))
-    for p in (out/"images").glob("*.tmp.png"): p.unlink()
+    for p in (out/"images").glob("*.tmp"): p.unlink()
     jobs = [(s, i, str(out), opts, same) for s, k in zip(SPLITS, (n_train, n_val, n_test)) for i in range(k)]
     keep = {f"synth_{s}_{i:06d}.png" for s, i, *_ in jobs}
     for p in (out/"images").glob("synth_*.png"):

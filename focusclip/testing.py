@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 from .data import N_JOINTS, Person, Record, write_jsonl
 from .prompts import describe_rules, record_from_payload, request_key
+from .heatmaps import record_heatmap
 
 # %% auto #0
-__all__ = ['FAULTS', 'make_mini_mpii_mat', 'RangeFileServer', 'toy_records', 'FakeLLM', 'main']
+__all__ = ['FAULTS', 'struct_array', 'make_mini_mpii_mat', 'RangeFileServer', 'toy_records', 'colour_model', 'FakeLLM', 'main']
 
 # %% ../nbs/testing.ipynb #5a7d86c1
-def _struct_array(rows:list[dict]) -> np.ndarray:
+def struct_array(rows:list[dict]) -> np.ndarray:
     "A MATLAB struct array for `scipy.io.savemat` (all rows share the fields of the first)."
     names = list(rows[0])
     arr = np.zeros((len(rows),), dtype=[(k, "O") for k in names])
@@ -33,17 +34,17 @@ def make_mini_mpii_mat(path:str|Path, # where to write the `.mat` file
     # image 1: one person (a struct, not an array), ankles not annotated, flags as int / text / empty
     flags = {1: 0, 2: "0", 3: "1", 8: E, 9: E}
     p1 = [pt(j, 100.0 + 10*j, 50 + 20*j, flags.get(j, 1)) for j in range(N_JOINTS) if j not in (0, 5)]
-    r1 = {"annopoints": {"point": _struct_array(p1)}, "objpos": {"x": 170, "y": 200}, "scale": 2.5}
+    r1 = {"annopoints": {"point": struct_array(p1)}, "objpos": {"x": 170, "y": 200}, "scale": 2.5}
     # image 2: three people; the second without annopoints, the third with a single point (a struct)
-    full = _struct_array([pt(j, 600.0 + 5*j, 100.0 + 8*j) for j in range(N_JOINTS)])
-    r2 = _struct_array([{"annopoints": {"point": full}, "objpos": {"x": 640, "y": 160}, "scale": 3.0},
+    full = struct_array([pt(j, 600.0 + 5*j, 100.0 + 8*j) for j in range(N_JOINTS)])
+    r2 = struct_array([{"annopoints": {"point": full}, "objpos": {"x": 640, "y": 160}, "scale": 3.0},
                         {"annopoints": E, "objpos": {"x": 400, "y": 300}, "scale": 1.8},
                         {"annopoints": {"point": pt(7, 520.5, 210.25, 1)}, "objpos": {"x": 520, "y": 260}, "scale": 2.0}])
     # image 3: a test image, the person has objpos and scale only; image 4: nobody
     r3 = {"objpos": {"x": 50, "y": 60}, "scale": 1.2}
-    annolist = _struct_array([{"image": {"name": f"00000000{i}.jpg"}, "annorect": r, "frame_sec": 10 * i, "vididx": 1 + i % 2}
+    annolist = struct_array([{"image": {"name": f"00000000{i}.jpg"}, "annorect": r, "frame_sec": 10 * i, "vididx": 1 + i % 2}
                               for i, r in enumerate([r1, r2, r3, E], 1)])
-    act = _struct_array([{"cat_name": "sports", "act_name": "curling", "act_id": 1},
+    act = struct_array([{"cat_name": "sports", "act_name": "curling", "act_id": 1},
                          {"cat_name": E, "act_name": E, "act_id": -1},
                          {"cat_name": "running", "act_name": "jogging", "act_id": 2},
                          {"cat_name": E, "act_name": E, "act_id": -1}])
@@ -132,12 +133,32 @@ def toy_records(folder:str|Path, # where records.jsonl, images/, heatmaps/ and d
     path = write_jsonl(recs, folder/"records.jsonl")
     if descriptions: (folder/"descriptions.jsonl").write_text("".join(json.dumps(d) + "\n" for d in descs))
     if heatmaps:
-        from focusclip.heatmaps import record_heatmap
         (folder/"heatmaps").mkdir(exist_ok=True)
         for r in recs:
             hm = record_heatmap(r, size=(size, size))
             Image.fromarray(np.round(np.clip(hm, 0, 1) * 255).astype(np.uint8)).save(folder/"heatmaps"/f"{r.id}.png")
     return path
+
+# %% ../nbs/testing.ipynb #c01a0002
+def colour_model(image_size:int=8, # the square input size it reports
+                ):
+    "A `torch.nn.Module` with the harness's interface: colour words and mean image colour in RGB space."
+    import torch
+    F = torch.nn.functional
+    class ColourModel(torch.nn.Module):
+        words = ["red", "green", "blue"]
+        def __init__(self):
+            super().__init__(); self.image_size = image_size; self.p = torch.nn.Parameter(torch.zeros(1))
+        def tokenizer(self, texts):
+            return torch.tensor([[next((i for i, w in enumerate(self.words) if w in t), 0), len(t) % 3] for t in texts])
+        def encode_text(self, tok, normalize=True):
+            f = F.one_hot(tok[:, 0], 3).float() + 0.1 * F.one_hot(tok[:, 1], 3).float()
+            return F.normalize(f, dim=-1) if normalize else f
+        def encode_image(self, x, normalize=True):
+            f = x.mean(dim=(2, 3))
+            return F.normalize(f, dim=-1) if normalize else f
+        def highlight(self, x, h, alpha=0.5): return x * (alpha + h[:, None] * (1 - alpha))
+    return ColourModel()
 
 # %% ../nbs/testing.ipynb #96c6dfa8
 FAULTS = ("rate_limit", "server_error", "malformed", "empty", "drop")

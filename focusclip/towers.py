@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_towers.ipynb #007f852f
 from __future__ import annotations
-import copy, functools, json, os, shutil, tempfile, warnings
+import copy, functools, os, shutil
 from pathlib import Path
 import torch
 import torch.nn as nn

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_train.ipynb #76561965
 from __future__ import annotations
-import argparse, hashlib, json, math, os, random, time
+import argparse, math, os, random, time
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -13,15 +13,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from .config import read_config, base_params, seed_everything, get_device
-from .data import read_jsonl
+from .data import atomic_write, read_jsonl
 from .heatmaps import heatmap_params, heatmap_options
 from .recipe import VARIANTS, train_config
+from .features import load_features, weights_hash
 from .batches import PoseTextDataset, color_augment, shard_loader, batch_heatmaps
+from .metrics import recall_at_k
 
 # %% auto #0
-__all__ = ['lr_factor', 'make_optimizer', 'recall_at_k', 'evaluate_retrieval', 'rng_state', 'set_rng_state', 'save_checkpoint',
-           'load_checkpoint', 'dist_info', 'param_hash', 'plot_loss_curve', 'train_step', 'Run', 'setup', 'resume',
-           'start_logging', 'run_epoch', 'end_epoch', 'finish', 'train', 'main']
+__all__ = ['lr_factor', 'make_optimizer', 'evaluate_retrieval', 'rng_state', 'set_rng_state', 'save_checkpoint',
+           'load_checkpoint', 'dist_info', 'plot_loss_curve', 'train_step', 'Run', 'setup', 'resume', 'start_logging',
+           'run_epoch', 'end_epoch', 'finish', 'train', 'main']
 
 # %% ../nbs/06_train.ipynb #cf33c4af
 def lr_factor(step:int, # optimiser steps taken so far
@@ -48,30 +50,21 @@ def make_optimizer(model:torch.nn.Module, cfg:dict):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, schedule))
     return opt, sched
 
-# %% ../nbs/06_train.ipynb #8ee52440
-def recall_at_k(sim:torch.Tensor, # (images, texts) similarities
-                target:torch.Tensor, # (images,) index of each image's text
-                ks=(1, 5)) -> dict:
-    "Fraction of rows whose target column is among the k largest, for each k."
-    top = sim.topk(min(max(ks), sim.shape[1]), dim=1).indices
-    hit = top == target[:, None]
-    return {f"recall@{k}": hit[:, :k].any(1).double().mean().item() for k in ks}
-
 # %% ../nbs/06_train.ipynb #fa7845ad
 @torch.no_grad()
 def evaluate_retrieval(model, # a FocusCLIP (plain CLIP inference)
                        ds:PoseTextDataset, # the validation split (fixed texts)
                        device="cpu", batch_size:int=256, autocast=nullcontext,
-                       cache=None, # a checked FeatureCache: val images and texts from their cached activations where it has them
-                       use:dict|None=None, # which cached parts apply to this model (from the training setup); None: as the cache and model allow
+                       cache=None, # a checked FeatureCache: val images and texts from their cached activations where it serves them
+                       use:dict|None=None, # the parts of `cache` the run reads (`FeatureCache.usable`, asked by the training setup); None: ask it
                       ) -> dict:
     "Image->text recall@1/5 of `model` on `ds`."
     was = model.training; model.eval()
     texts = [ds.text(i) for i in range(len(ds))]
     uniq = sorted(set(texts)); target = torch.tensor([uniq.index(t) for t in texts])
     img, txt = [], []
-    cached_img = cache is not None and (use["val"] if use is not None else cache.has_images("val") and model.frozen_prefix() >= cache.prefix > 0)
-    cached_txt = cache is not None and (use["text"] if use is not None else cache.has_text and model.text_cacheable())
+    if cache is not None and use is None: use = cache.usable(model, splits=("val",), descriptions=True)
+    cached_img, cached_txt = cache is not None and use["val"], cache is not None and use["text"]
     with autocast():
         for s in range(0, len(ds), batch_size):
             idx = list(range(s, min(len(ds), s + batch_size)))
@@ -99,11 +92,9 @@ def set_rng_state(st:dict):
 
 def save_checkpoint(ckpt:dict, path:str|Path) -> Path:
     "Write `ckpt` to `path` atomically (temporary file + rename)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    path = Path(path)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
         torch.save(ckpt, f); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
     return path
 
 def load_checkpoint(path:str|Path) -> dict:
@@ -139,13 +130,6 @@ def _barrier(world):
     if world > 1:
         import torch.distributed as dist
         dist.barrier()
-
-def param_hash(model:torch.nn.Module) -> str:
-    "SHA-256 of a model's state dict (names and exact values): equal hashes mean identical weights."
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode()); h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 def _ddp(model, world:int, device:str):
     "The model wrapped in `DistributedDataParallel` under torchrun (it averages gradients across processes), else the model itself."
@@ -251,20 +235,15 @@ def _load_texts(cfg:dict, log) -> dict|None:
     return load_descriptions(path)
 
 def _feature_cache(tcfg:dict, model, train_recs:list, use_heat:bool, log):
-    "The checked feature cache and which of its parts this run uses (images, highlighted view, texts)."
-    use = dict(images=False, highlighted=False, text=False, val=False)
-    if not tcfg["features"] or tcfg["augment"]: return None, use  # augmented images change every step: nothing to cache
-    from focusclip.features import load_features
+    "The checked feature cache and the parts of it this run reads (`FeatureCache.usable`): train and val images, the highlighted view, texts."
+    nothing = dict(train=False, val=False, train_highlighted=False, text=False)
+    if not tcfg["features"] or tcfg["augment"]: return None, nothing  # augmented images change every step: nothing to cache
     fc = load_features(tcfg["features"])
     if fc is None:
         log(f"{tcfg['features']}: no feature cache; every step runs the whole towers (run the features stage to cache the frozen parts)")
-        return None, use
-    fc.check(model, need_images=model.frozen_prefix() > 0, need_text=model.text_cacheable())
-    if fc.has_images("train") and model.frozen_prefix() >= fc.prefix > 0:
-        fc.check_ids("train", train_recs); use["images"] = True
-        use["highlighted"] = use_heat and not (model.learn_alpha and model.use_heatmap) and fc.has_highlighted(float(model.alpha))
-    use["text"] = fc.has_text and model.text_cacheable() and tcfg["use_descriptions"]
-    use["val"] = use["images"] and fc.has_images("val")
+        return None, nothing
+    use = fc.usable(model, training=True, splits=("train", "val"), heatmap=use_heat, descriptions=tcfg["use_descriptions"])
+    if use["train"]: fc.check_ids("train", train_recs)
     log(f"{fc.path}: cached activations used for " + (", ".join(k for k, v in use.items() if v) or "nothing"))
     return (fc if any(use.values()) else None), use
 
@@ -286,9 +265,9 @@ def _datasets(tcfg:dict, train_recs:list, val_recs:list, texts:dict|None, size:i
               log) -> tuple:
     "The training split (with heatmaps for FocusCLIP; no images where the cache holds their activations) and the validation split (fixed texts)."
     root = Path(tcfg["records"]).parent
-    heat_mode = tcfg["heatmaps"] if use_heat and not use["highlighted"] else None  # the highlighted view's activations are cached too
+    heat_mode = tcfg["heatmaps"] if use_heat and not use["train_highlighted"] else None  # the highlighted view's activations are cached too
     train_ds = PoseTextDataset(train_recs, root, size, heat_mode, Path(tcfg["heatmaps_dir"]), texts, seed, tcfg["cache_images"],
-                               load_images=not (use["images"] and (use["highlighted"] or not use_heat)))
+                               load_images=not (use["train"] and (use["train_highlighted"] or not use_heat)))
     val_ds = PoseTextDataset(val_recs, root, size, None, None, texts, seed, tcfg["cache_images"] and cache_val,
                              fixed_text=True, load_images=not use["val"])
     if train_ds.missing:
@@ -383,11 +362,11 @@ def start_logging(run:Run, out_dir:str|Path):
 # %% ../nbs/06_train.ipynb #3ff2fa47
 def _cached_inputs(fc, use:dict, batch:dict, device) -> dict|None:
     "The batch's cached activations for `FocusCLIP.forward` (None without a cache)."
-    if fc is None or not any(use[k] for k in ("images", "highlighted", "text")): return None
+    if fc is None or not any(use[k] for k in ("train", "train_highlighted", "text")): return None
     out = dict(prefix=fc.prefix)
     idx = batch["index"]
-    if use["images"]: out["image"] = fc.images("train", idx).to(device)
-    if use["highlighted"]: out["highlighted"] = fc.images("train_highlighted", idx).to(device)
+    if use["train"]: out["image"] = fc.images("train", idx).to(device)
+    if use["train_highlighted"]: out["highlighted"] = fc.images("train_highlighted", idx).to(device)
     if use["text"]: out["text"] = fc.texts(batch["text"]).to(device)
     return out
 
@@ -409,7 +388,7 @@ def run_epoch(run:Run, epoch:int, live=None, # dvclive's `Live` on rank 0
     sums, n = defaultdict(float), 0
     bar = tqdm(run.loader, desc=f"{run.variant} {epoch + 1}/{run.tcfg['epochs']}", disable=not (progress and run.main_proc), leave=False)
     for batch in bar:
-        heat = batch_heatmaps(batch, run.size, run.device, run.hcfg) if run.use_heat and not run.use["highlighted"] else None
+        heat = batch_heatmaps(batch, run.size, run.device, run.hcfg) if run.use_heat and not run.use["train_highlighted"] else None
         cached = _cached_inputs(run.fc, run.use, batch, run.device)
         tokens = None if run.use["text"] else run.model.tokenizer(batch["text"])
         terms = train_step(run.net, run.loss_fn, run.opt, run.sched, batch, tokens, heat, run.device, run.autocast,
@@ -455,7 +434,7 @@ def finish(run:Run, live, model_dir:str|Path, # the final model's folder
            out_dir:str|Path) -> dict:
     "The trained run's summary; rank 0 saves the model and closes the metrics; the processes stop."
     from focusclip.model import save_model
-    t, h = run.tcfg, param_hash(run.model)
+    t, h = run.tcfg, weights_hash(run.model)
     print(f"rank {run.rank}/{run.world}: {run.variant} trained {run.step} steps, params sha256 {h}", flush=True)
     summary = dict(variant=run.variant, rank=run.rank, world_size=run.world, epochs=t["epochs"], steps=run.step,
                    steps_per_epoch=len(run.loader), seconds=round(time.time() - run.t_start, 2), params_hash=h,

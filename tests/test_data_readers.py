@@ -10,7 +10,7 @@ from scipy.io import savemat
 from focusclip.download import MPII_ANNOTATION_FILE, DownloadError, download_file, download_mpii, extract_archive, verify_checksum
 from focusclip.readers import MPII_CSV_JOINTS, read_coco, read_mpii_csv, read_mpii_h5, read_mpii_json, read_mpii_mat, read_records
 from focusclip.data import N_JOINTS, RecordError
-from focusclip.testing import RangeFileServer, _struct_array, make_mini_mpii_mat
+from focusclip.testing import RangeFileServer, struct_array, make_mini_mpii_mat
 
 SHARED = Path(__file__).resolve().parents[1].parent/"shared"/"data"
 HEADER = ",".join(["", "NAME", *[f"{j}_{a}" for j in MPII_CSV_JOINTS for a in "XY"], "Scale", "Activity", "Category"])
@@ -84,11 +84,11 @@ def test_csv_images_dir_sizes_and_missing_image(tmp_path):
 def release(**changes):
     "A valid two-image RELEASE dict; `changes` replace or (None) remove fields."
     E = np.zeros((0, 0))
-    pts = _struct_array([{"id": j, "x": 10.0 + j, "y": 20.0 + j, "is_visible": 1} for j in range(N_JOINTS)])
+    pts = struct_array([{"id": j, "x": 10.0 + j, "y": 20.0 + j, "is_visible": 1} for j in range(N_JOINTS)])
     rect = {"annopoints": {"point": pts}, "objpos": {"x": 30, "y": 40}, "scale": 1.5}
-    rel = {"annolist": _struct_array([{"image": {"name": "a.jpg"}, "annorect": rect}, {"image": {"name": "b.jpg"}, "annorect": E}]),
+    rel = {"annolist": struct_array([{"image": {"name": "a.jpg"}, "annorect": rect}, {"image": {"name": "b.jpg"}, "annorect": E}]),
            "img_train": np.array([1, 0]),
-           "act": _struct_array([{"cat_name": "sports", "act_name": "golf", "act_id": 3}, {"cat_name": E, "act_name": E, "act_id": -1}]),
+           "act": struct_array([{"cat_name": "sports", "act_name": "golf", "act_id": 3}, {"cat_name": E, "act_name": E, "act_id": -1}]),
            "single_person": np.array([1, 0], dtype=object)}
     for k, v in changes.items():
         if v is None: rel.pop(k)
@@ -134,13 +134,13 @@ def test_mat_length_mismatch(tmp_path):
 
 def test_mat_duplicate_image_name(tmp_path):
     E = np.zeros((0, 0))
-    al = _struct_array([{"image": {"name": "a.jpg"}, "annorect": E}, {"image": {"name": "a.jpg"}, "annorect": E}])
+    al = struct_array([{"image": {"name": "a.jpg"}, "annorect": E}, {"image": {"name": "a.jpg"}, "annorect": E}])
     with pytest.raises(RecordError, match=r"image id 'a' appears twice \(annolist\(1\) a\.jpg and annolist\(2\) a\.jpg\)"):
         read_mpii_mat(write_mat(tmp_path, release(annolist=al)))
 
 
 def test_mat_image_without_name(tmp_path):
-    al = _struct_array([{"image": {"file": "a.jpg"}, "annorect": np.zeros((0, 0))}] * 2)
+    al = struct_array([{"image": {"file": "a.jpg"}, "annorect": np.zeros((0, 0))}] * 2)
     with pytest.raises(RecordError, match=r"annolist\(1\)\.image: missing field 'name'"):
         read_mpii_mat(write_mat(tmp_path, release(annolist=al)))
 
@@ -150,7 +150,7 @@ def test_mat_image_without_name(tmp_path):
                                        ({"id": 3, "x": 1.0, "y": 1.0, "is_visible": "maybe"}, r"point\(1\): is_visible is not 0/1: 'maybe'")])
 def test_mat_bad_points(tmp_path, point, msg):
     rect = {"annopoints": {"point": point}, "objpos": {"x": 1, "y": 1}, "scale": 1.0}
-    al = _struct_array([{"image": {"name": "a.jpg"}, "annorect": rect}, {"image": {"name": "b.jpg"}, "annorect": np.zeros((0, 0))}])
+    al = struct_array([{"image": {"name": "a.jpg"}, "annorect": rect}, {"image": {"name": "b.jpg"}, "annorect": np.zeros((0, 0))}])
     with pytest.raises(RecordError, match=r"anno\.mat: annolist\(1\)\.annorect\(1\)\.annopoints\." + msg):
         read_mpii_mat(write_mat(tmp_path, release(annolist=al)))
 

@@ -132,7 +132,7 @@ def test_paired_difference_interval():
 
 
 def test_linear_probe_reads_what_the_features_carry():
-    from focusclip.zeroshot import fit_probe, probe_accuracy
+    from focusclip.evaluate import fit_probe, probe_accuracy
     rng = np.random.default_rng(0)
     y = np.arange(300) % 3
     centres = rng.normal(0, 1, (3, 16)) * 4

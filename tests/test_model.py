@@ -3,8 +3,8 @@ import json, os
 import pytest
 import torch
 import torch.nn.functional as F
-from focusclip.config import ParamsError
-from focusclip.model import create_model, create_model_from_params, model_params, save_model, load_model, num_params, MODEL_DEFAULTS, text_trim_mode
+from focusclip.model import (create_model, create_model_from_params, save_model, load_model, num_params, MODEL_DEFAULTS, ModelOptions,
+                             text_trim_mode)
 from focusclip.losses import FocusCLIPLoss
 
 
@@ -59,8 +59,8 @@ def test_bf16_autocast_forward_on_cpu():
 def test_params_section_builds_each_variant():
     p = dict(MODEL_DEFAULTS, alpha_mode="free", shared_encoder=False)
     assert create_model_from_params(p, use_heatmap=True).visual_hi is not None
-    with pytest.raises(ParamsError, match=r"params.yaml:model: unknown key\(s\) \['alpha_mod'\]"):
-        model_params({"model": {"alpha_mod": "free"}})  # the section is checked by its reader; create_model_from_params takes it checked
+    with pytest.raises(Exception, match="alpha_mod"):
+        create_model_from_params({"alpha_mod": "free"})
 
 
 def test_baseline_round_trip_keeps_variant(tmp_path):
@@ -72,6 +72,36 @@ def test_baseline_round_trip_keeps_variant(tmp_path):
     assert m2.use_heatmap is False
     assert torch.allclose(m2.encode_image(x), m.encode_image(x), atol=1e-6)
 
+
+
+def test_saved_options_load_back_whole(tmp_path):
+    "Every option survives save_model/load_model (freeze_bn and the frozen towers act on the loaded model); folders whose options lack `config` load too."
+    opts = ModelOptions("tiny", shared_encoder=False, alpha_mode="clamp", alpha_init=0.3, normalize="openai", lock_text=True,
+                        trim_text=False, unlocked_image_groups=0, freeze_bn=True, context_length=32)
+    torch.manual_seed(0)
+    m = create_model(opts).eval()
+    x, t, h = _batch(m)
+    with torch.no_grad(): ref = m(x, t, h)
+    save_model(m, tmp_path)
+    frozen = lambda model: [n for n, p in model.named_parameters() if not p.requires_grad]
+    for _ in range(2):
+        m2 = load_model(tmp_path)
+        assert m2.options == opts and m2.name == "tiny" and m2.context_length == 32
+        assert frozen(m2) == frozen(m) and "clip.visual.conv1.weight" in frozen(m2) and "clip.token_embedding.weight" in frozen(m2)
+        bn = [b for b in m2.train().modules() if isinstance(b, torch.nn.BatchNorm2d)]
+        assert bn and not any(b.training for b in bn) and m2.training  # freeze_bn
+        with torch.no_grad(): out = m2.eval()(x, t, h)
+        assert all(torch.allclose(out[k], ref[k], atol=1e-6) for k in ref)
+        # the focusclip.json that save_model wrote before it saved `config`: the name stands for it
+        meta = json.loads((tmp_path / "focusclip.json").read_text())
+        meta["options"] = {k: meta["options"][k] for k in ("pretrained", "use_heatmap", "shared_encoder", "learn_alpha", "alpha_init", "alpha_mode",
+                           "normalize", "lock_text", "text_pooling", "trim_text", "unlocked_image_groups", "freeze_bn", "image_size",
+                           "context_length", "mean", "std")}
+        (tmp_path / "focusclip.json").write_text(json.dumps(meta))
+    meta["options"]["colour"] = "red"
+    (tmp_path / "focusclip.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="focusclip.json: options: .*colour"):
+        load_model(tmp_path)
 
 @pytest.mark.slow
 def test_paper_configuration_builds_offline_and_reloads_through_open_clip(tmp_path):

@@ -24,22 +24,21 @@ def _rec(i, **kw):
 
 # --- images: corrupt, missing, unexpected modes, huge ---------------------------------------------
 def test_corrupt_image_is_named_in_training_and_evaluation(tmp_path):
-    from focusclip.features import load_image_tensor
-    from focusclip.data import load_rgb
+    from focusclip.data import load_image_tensor, load_rgb
     bad = tmp_path / "broken.jpg"; bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     with pytest.raises(ValueError, match="broken.jpg: cannot read image"): load_image_tensor(bad, 32)
     with pytest.raises(ValueError, match="broken.jpg: cannot read image"): load_rgb(bad, 32)
 
 
 def test_missing_image_is_named(tmp_path):
-    from focusclip.features import load_image_tensor
+    from focusclip.data import load_image_tensor
     with pytest.raises(FileNotFoundError, match="gone.png: image not found"): load_image_tensor(tmp_path / "gone.png", 32)
 
 
 @pytest.mark.parametrize("mode,value,ext", [("L", 90, "png"), ("RGBA", (200, 10, 10, 255), "png"), ("CMYK", (0, 200, 0, 0), "jpg"),
                                             ("I;16", 40000, "png"), ("P", 3, "png"), ("1", 1, "png")])
 def test_any_image_mode_becomes_rgb(tmp_path, mode, value, ext):
-    from focusclip.features import load_image_tensor
+    from focusclip.data import load_image_tensor
     p = tmp_path / f"im.{ext}"
     (Image.fromarray(np.full((6, 7), value, dtype=np.uint16)) if mode == "I;16" else Image.new(mode, (7, 6), value)).save(p)
     t = load_image_tensor(p, 16)

@@ -10,7 +10,9 @@ from conftest import ROOT
 from focusclip.model import create_model, save_model
 from focusclip.evalsets import EvalSet
 from focusclip.data import load_rgb
-from focusclip.zeroshot import build_zero_shot_classifier, encode_images, evaluate_zero_shot, run_evaluate, load_results, accuracy
+from focusclip.zeroshot import build_zero_shot_classifier, encode_images, evaluate_zero_shot, load_results
+from focusclip.metrics import accuracy
+from focusclip.evaluate import run_evaluate
 
 
 @pytest.fixture(scope="module")
