@@ -12,7 +12,9 @@ from typing import Iterable, Protocol
 from urllib.parse import urlparse
 import numpy as np
 from .config import Config, check_params, section
-from .data import Record, read_jsonl, write_descriptions
+from .data import Record, image_path, load_rgb, read_jsonl, write_descriptions
+from .heatmaps import colorize, draw_joints, highlight, record_heatmap
+from .pose import require_pose, estimate_record
 from .prompts import DescribeError, PROMPT_KEYS, build_messages, describe_rules, load_template, request_key
 from .replies import ReplyCache
 
@@ -428,8 +430,6 @@ def pose_figure(rec:Record, # a record (estimated or annotated)
     "A matplotlib figure: the photo, its skeletons, its heatmap and the highlighted view, with the description below."
     import textwrap
     import matplotlib.pyplot as plt
-    from focusclip.data import image_path, load_rgb
-    from focusclip.heatmaps import colorize, draw_joints, highlight, record_heatmap
     h = max(1, round(width * rec.height / rec.width))
     img = load_rgb(image_path(rec, root), (width, h))
     hm = record_heatmap(rec, (width, h))
@@ -455,7 +455,6 @@ def describe_photo(path:str|Path, # the photo
                    **overrides, # `describe` values, e.g. base_url, model
                   ) -> tuple[str, Record, Path|None]:
     "Estimate a photo's people, describe its pose (one description), write the figure: `(text, record, figure path)`."
-    from focusclip.pose import require_pose, estimate_record
     if backend not in ("rules", "openai"): raise ValueError(f"backend must be rules or openai for a photo, got {backend!r}")
     require_pose()  # before anything else: without the extra, say so first
     p = describe_params(params if params is not None else {}, **{**overrides, "backend": backend, "per_image": 1})

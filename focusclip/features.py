@@ -7,8 +7,11 @@ from __future__ import annotations
 import hashlib, time
 from pathlib import Path
 import torch
+from .config import read_config
 from .data import atomic_write, read_jsonl, image_path, load_image_tensor, load_descriptions
 from .heatmaps import load_heatmap_tensor
+from .model import create_model_from_params, model_params
+from .recipe import train_config
 
 # %% auto #0
 __all__ = ['FEATURES_VERSION', 'weights_hash', 'prefix_hash', 'text_hash', 'encode_prefix_batches', 'compute_features',
@@ -208,9 +211,6 @@ def training_texts(tcfg:dict, # a checked `train` section
 def run_features(params:str|Path="params.yaml", # a `Config` (sections model, train), or a params dict or file (read here)
                  progress:bool=True) -> dict:
     "The features stage: cache the frozen parts' activations for the configured model, data and descriptions."
-    from .config import read_config
-    from .model import create_model_from_params, model_params
-    from .recipe import train_config
     cfg = read_config(params)  # one read: each section checked once
     tcfg, mcfg = train_config(cfg), model_params(cfg)
     out = Path(tcfg["features"] or "data/features/features.pt")

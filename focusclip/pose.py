@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 import numpy as np
 from .config import ParamsError
-from .data import N_JOINTS, Person, Record, RecordError, open_rgb, validate_record, write_jsonl
+from .data import IMAGE_EXTS, N_JOINTS, Person, Record, RecordError, open_rgb, validate_record, write_jsonl
 from .readers import coco_to_mpii, image_size, rebase_images
 
 # %% auto #0
@@ -266,7 +266,6 @@ def read_images(root:str|Path, # the folder of photos
                 **kw, # device, min_score, min_confidence, max_side
                ) -> list[Record]:
     "Records with estimated people for every image in a folder, labelled from an optional CSV."
-    from focusclip.data import IMAGE_EXTS
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"{root}: not a folder of photos")
     files = sorted(f for f in root.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTS)

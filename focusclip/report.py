@@ -8,6 +8,8 @@ import json, math
 from pathlib import Path
 from typing import Iterable, Sequence
 import numpy as np
+from .config import section
+from .zeroshot import load_results
 
 # %% auto #0
 __all__ = ['HEADLINE_RULES', 'PAPER_TABLE', 'NAMES', 'LABELS', 'SPLIT_DATASETS', 'REPORT_DEFAULTS', 'REPORT_CHOICES', 'rule_for',
@@ -62,7 +64,6 @@ PAPER_TABLE = [  # (task, dataset, CLIP, FocusCLIP): the paper's zero-shot accur
 def load_all(results_dir:str|Path, # folder of results JSON files
             ) -> list[dict]:
     "Every results file in a folder (sorted by name); an empty folder is an error."
-    from focusclip.zeroshot import load_results
     files = sorted(Path(results_dir).glob("*.json"))
     if not files: raise FileNotFoundError(f"{results_dir}: no results files (*.json); run the evaluate stage first")
     return [load_results(f) | {"file": str(f)} for f in files]
@@ -422,7 +423,6 @@ REPORT_CHOICES = {"headline_rule": ("paper", "all")}
 def report_params(params:dict|str|Path, # a `Config`, or a params dict or file (read here)
                  ) -> dict:
     "The checked `report` section."
-    from focusclip.config import section
     return section(params, "report", REPORT_DEFAULTS, REPORT_CHOICES)
 
 def _nice(x):

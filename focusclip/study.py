@@ -7,8 +7,17 @@ from __future__ import annotations
 import hashlib, json, shutil, time
 from pathlib import Path
 import numpy as np
-from .data import atomic_write
-from .report import markdown_table, save_figure
+import focusclip
+from .config import ParamsError, check_params, load_params, merge
+from .data import atomic_write, image_path, read_jsonl
+from .synth import SYNTH_DEFAULTS, generate_from_params
+from .heatmaps import heatmap_params, heatmap_options, write_heatmaps
+from .describe import run_describe
+from .model import create_model_from_params, load_model, model_params
+from .features import compute_features, training_texts
+from .train import train
+from .evaluate import run_evaluate
+from .report import markdown_table, paired_difference, save_figure
 
 # %% auto #0
 __all__ = ['STUDY_VERSION', 'ROWS', 'ROW_LABELS', 'HEADLINE_KEYS', 'STUDY_DEFAULTS', 'SOURCES', 'DIFFS', 'load_study',
@@ -42,8 +51,6 @@ SOURCES = ("config", "data", "readers", "people", "synth", "pose", "heatmaps", "
 def load_study(path:str|Path="studies/focus/params.yaml", # the study's params file
               ) -> dict:
     "The study's checked settings, with its paths resolved against the file's folder."
-    from focusclip.config import load_params, check_params, ParamsError
-    from focusclip.synth import SYNTH_DEFAULTS
     path = Path(path); s = check_params(load_params(path), STUDY_DEFAULTS, str(path), open_keys=["synthetic", "train", "knobs", "points"])
     here = path.resolve().parent
     for k in ("base_params", "work_dir", "results_dir"): s[k] = here/s[k]
@@ -63,7 +70,6 @@ def point_params(study:dict, # from `load_study`
                  name:str, # a point of the study
                 ) -> tuple[dict, dict]:
     "The full params of a point's run and of its oracle: the project's params, the study's overrides, the point's knob values; every path in the point's scratch folder."
-    from focusclip.config import load_params, merge
     if name not in study["points"]: raise KeyError(f"no point {name!r} in the study; points: {sorted(study['points'])}")
     base = load_params(study["base_params"]); w = Path(study["work_dir"])/name
     syn = {**((base.get("data") or {}).get("synthetic") or {}), **study["synthetic"], **study["points"][name]["synthetic"]}
@@ -91,7 +97,6 @@ def _strip_paths(x):
 
 def source_hash(modules=SOURCES) -> str:
     "SHA-256 of the library modules (and description templates) a point's numbers depend on."
-    import focusclip
     root = Path(focusclip.__file__).parent; h = hashlib.sha256()
     for p in [root/f"{m}.py" for m in modules] + sorted((root/"templates").glob("*")):
         h.update(p.name.encode()); h.update(p.read_bytes())
@@ -167,8 +172,6 @@ def point_features(params:dict, # a point's (or its oracle's) params
                    highlighted:bool=True, # also the highlighted training view (FocusCLIP's)
                    log=print) -> dict:
     "The run's feature cache, computed by `focusclip.features.compute_features` through the study's store."
-    from focusclip.features import compute_features, training_texts
-    from focusclip.model import create_model_from_params, model_params
     tr = params["train"]
     model = create_model_from_params(model_params(params), use_heatmap=True)
     store = Store(Path(store_dir)/source_hash())  # another library version: another store
@@ -179,12 +182,9 @@ def point_features(params:dict, # a point's (or its oracle's) params
 
 # %% ../nbs/10_study.ipynb #49830fd9
 def _data(params:dict):
-    from focusclip.synth import generate_from_params
     generate_from_params(params["data"]["synthetic"], params["data"]["out_dir"], progress=False)
 
 def _heatmaps(params:dict):
-    from focusclip.data import read_jsonl
-    from focusclip.heatmaps import heatmap_params, heatmap_options, write_heatmaps
     hp = heatmap_params(params)
     write_heatmaps(read_jsonl(params["train"]["records"]), params["train"]["heatmaps_dir"], hp["size"], **heatmap_options(hp))
 
@@ -194,7 +194,6 @@ def prepare_point(main:dict, oracle:dict, # from `point_params`
                   store_dir:str|Path, # the study's store (shared by its points)
                   log=print) -> dict:
     "Data, heatmaps, descriptions and feature caches of a point and of its oracle, each step once (a finished step is skipped on a rerun); returns each step's seconds."
-    from focusclip.describe import run_describe
     stamp = Path(work)/"steps.json"; done = _read_json(stamp) or {}
     if done.get("fingerprint") != fingerprint:
         if Path(work).exists(): shutil.rmtree(work)  # made with other settings or code: nothing in it is reusable
@@ -213,7 +212,6 @@ def prepare_point(main:dict, oracle:dict, # from `point_params`
 def row_key(params:dict, # the params of the run a row belongs to (the point's or its oracle's)
             row:str, seed:int) -> str:
     "What a row's numbers depend on, by content: its records, descriptions, images (and heatmaps, for FocusCLIP), every params section but the data's, the code, the seed."
-    from focusclip.data import read_jsonl, image_path
     tr, ev = params["train"], params["evaluate"]; rpath = Path(tr["records"]); h = hashlib.sha256()
     for f in (rpath, Path(ev["records"]), Path(tr["descriptions"])): h.update(Path(f).read_bytes())
     recs = read_jsonl(rpath)
@@ -237,9 +235,6 @@ def run_seed(work:Path, # the point's scratch folder (prepared)
              log=print) -> tuple[dict, dict]:
     "Train CLIP, FocusCLIP and the oracle with one seed; evaluate the four rows on the held-out split. Returns (results per row, seconds per step)."
     import yaml
-    from focusclip.model import load_model
-    from focusclip.train import train
-    from focusclip.evaluate import run_evaluate
     work = Path(work); runs = {"clip": (work, "clip"), "focusclip": (work, "focusclip"), "oracle": (work/"oracle", "clip")}
     evals, secs = {}, {}
     for row, (root, variant) in runs.items():
@@ -304,7 +299,6 @@ DIFFS = (("focusclip", "clip"), ("focusclip_highlighted", "clip"), ("oracle", "c
 def point_summary(docs:list[dict], # a point's seed documents
                   n_boot:int=2000) -> dict:
     "Per row: the headline and per-task top-k (means over seeds); per pair of rows: the paired difference with its 95% interval (seeds, then test items)."
-    from focusclip.report import paired_difference
     if not docs: return {}
     evals = [d["evals"][r] for d in docs for r in ROWS]
     rows = {}

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
+from .config import check_params
 from .data import N_JOINTS, Person, Record, atomic_write, write_jsonl, image_path, load_rgb
 from .people import (ACTIVITIES, ACTIVITY_CATEGORY, AGE_GROUPS, EMOTIONS, BODIES, STYLES, SS, FLIP, sample_figure,
                               figure_points, draw_figure, HEAD, NECK, R_ANK, L_ANK, R_KNE, L_KNE, R_WRI, L_WRI)
@@ -427,7 +428,6 @@ def generate_from_params(synthetic:dict, # the `data.synthetic` params section (
                          where:str="params.yaml:data.synthetic", # how to name the section in errors
                          progress:bool=True) -> list[Record]:
     "`generate` from a checked `data.synthetic` section: a typo or an ill-typed value is an error naming the key."
-    from focusclip.config import check_params
     return generate(out_dir, progress=progress, **check_params(synthetic, SYNTH_DEFAULTS, where))
 
 # %% ../nbs/02a_synth.ipynb #85e43ffa

@@ -13,8 +13,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from .config import read_config, base_params, seed_everything, get_device
-from .data import atomic_write, read_jsonl
+from .data import atomic_write, load_descriptions, read_jsonl
 from .heatmaps import heatmap_params, heatmap_options
+from .model import create_model_from_params, model_params, save_model
+from .losses import FocusCLIPLoss
 from .recipe import VARIANTS, train_config
 from .features import load_features, weights_hash
 from .batches import PoseTextDataset, color_augment, shard_loader, batch_heatmaps
@@ -231,7 +233,6 @@ def _load_texts(cfg:dict, log) -> dict|None:
     if not path.exists():
         log(f"{path}: no descriptions file; training on class captions 'a photo of a person <activity>'")
         return None
-    from focusclip.data import load_descriptions
     return load_descriptions(path)
 
 def _feature_cache(tcfg:dict, model, train_recs:list, use_heat:bool, log):
@@ -282,8 +283,6 @@ def setup(params:dict|str|Path="params.yaml", # a `Config` (sections base, model
          ) -> Run:
     "A run ready for its first epoch: checked config, processes and precision, seeded generators, data, model, optimiser and loss."
     if variant not in VARIANTS: raise ValueError(f"variant {variant!r} is not one of {list(VARIANTS)}")
-    from focusclip.model import create_model_from_params, model_params
-    from focusclip.losses import FocusCLIPLoss
     t_start = time.time()
     cfg = read_config(params)  # one read: each section checked once
     tcfg, mcfg, base = train_config(cfg), model_params(cfg), base_params(cfg)
@@ -433,7 +432,6 @@ def end_epoch(run:Run, epoch:int, means:dict, # the epoch's mean loss terms (fro
 def finish(run:Run, live, model_dir:str|Path, # the final model's folder
            out_dir:str|Path) -> dict:
     "The trained run's summary; rank 0 saves the model and closes the metrics; the processes stop."
-    from focusclip.model import save_model
     t, h = run.tcfg, weights_hash(run.model)
     print(f"rank {run.rank}/{run.world}: {run.variant} trained {run.step} steps, params sha256 {h}", flush=True)
     summary = dict(variant=run.variant, rank=run.rank, world_size=run.world, epochs=t["epochs"], steps=run.step,
