@@ -302,10 +302,11 @@ def describe_hub(records:list[Record], p:dict) -> DescribeResult:
                 for r in by_name[name]: texts.setdefault(r.id, []).append((llm, text.strip()))
     if not stats["splits_loaded"]:
         raise DescribeError(f"{p['hub_dataset']}: none of the splits {p['hub_splits']} found for configuration(s) {configs}")
-    rows, failures = [], []
+    rows, failures, stats["records_without_pose"] = [], [], 0
     for r in records:
         got = texts.get(r.id, [])[: p["per_image"]]
-        if not got: failures.append(dict(id=r.id, n=0, reason=f"no description for image {Path(r.image).name!r}"))
+        if not got and not any((q.array >= 0).all(1).any() for q in r.people): stats["records_without_pose"] += 1
+        elif not got: failures.append(dict(id=r.id, n=0, reason=f"no description for image {Path(r.image).name!r}"))
         for n, (llm, t) in enumerate(got): rows.append(dict(id=r.id, text=t, backend="hub", model=llm, n=n))
     stats["records_without_description"] = len(failures)
     return DescribeResult(rows, failures, stats)
@@ -372,7 +373,7 @@ def describe_metrics(res:DescribeResult, p:dict, n_records:int) -> dict:
              mean_length_chars=round(float(np.mean([len(r["text"]) for r in res.rows])), 1) if words else 0.0)
     if s.get("cost_note"): m["cost_note"] = s["cost_note"]
     if s.get("errors"): m["errors"] = s["errors"]
-    for k in ("hub_rows", "hub_unmatched_rows", "hub_empty_rows", "records_without_description", "caption_llm"):
+    for k in ("hub_rows", "hub_unmatched_rows", "hub_empty_rows", "records_without_description", "records_without_pose", "caption_llm"):
         if k in s: m[k] = s[k]
     if res.failures: m["failure_examples"] = [f"{f['id']}#{f['n']}: {f['reason']}" for f in res.failures[:5]]
     return m

@@ -8,7 +8,7 @@ from pathlib import Path
 from .config import Config, ParamsError, section, where
 from .data import Record, write_jsonl
 from .readers import read_mpii_mat, rebase_images
-from .download import MPII_ANNOTATION_FILE, download_mpii
+from .download import MPII_ANNOTATION_FILE, MPII_URLS, download_mpii
 from .synth import SYNTH_DEFAULTS, check_synthetic, generate
 from .pose import IMAGES_DEFAULTS, check_image_fractions, prepare_images
 
@@ -18,7 +18,7 @@ __all__ = ['DATA_DEFAULTS', 'DATA_CHOICES', 'data_params', 'prepare_mpii', 'prep
 # %% ../nbs/02c_sources.ipynb #fa2b0a85
 DATA_DEFAULTS = dict(source="synthetic", out_dir="data/records",
                      synthetic=SYNTH_DEFAULTS,  # the generator's settings (focusclip.synth)
-                     mpii=dict(root="data/mpii", download=False, people="all", val_fraction=0.05),
+                     mpii=dict(root="data/mpii", download=False, mirror="", people="all", val_fraction=0.05),
                      images=IMAGES_DEFAULTS)  # a folder of photos, people estimated (focusclip.pose)
 DATA_CHOICES = dict(source=("synthetic", "mpii", "images"))
 
@@ -40,13 +40,14 @@ def _val_split(rec_id:str, fraction:float) -> bool:
 def prepare_mpii(root:str|Path, # folder of the official download: `images/` and the annotations folder
                  out_dir:str|Path, # where `records.jsonl` is written
                  download:bool=False, # fetch the official archives first (needs network, about 12 GB)
+                 mirror:str="", # the base URL of a server with the official archives under their names ("": the official site)
                  people:str="all", # all | single
                  val_fraction:float=0.05, # share of training images moved to `val`
                 ) -> list[Record]:
     "Records of the official MPII release, written to `out_dir/records.jsonl`."
     root, out_dir = Path(root), Path(out_dir)
     ann, images = root/MPII_ANNOTATION_FILE, root/"images"
-    if download: download_mpii(root)
+    if download: download_mpii(root, urls={k: f"{mirror.rstrip('/')}/{u.rsplit('/', 1)[-1]}" for k, u in MPII_URLS.items()} if mirror else None)
     missing = [str(p) for p in (ann, images) if not p.exists()]
     if missing:
         raise FileNotFoundError(f"data.source is 'mpii' but {', '.join(missing)} is missing. Either set "
@@ -67,4 +68,4 @@ def prepare_data(params:dict|str|Path|Config, # a `Config` (its `data` section),
     if d["source"] == "synthetic": return generate(out_dir, progress=progress, **d["synthetic"])
     if d["source"] == "images": return prepare_images(out_dir=out_dir, progress=progress, **d["images"])
     m = d["mpii"]
-    return prepare_mpii(m["root"], out_dir, download=m["download"], people=m["people"], val_fraction=m["val_fraction"])
+    return prepare_mpii(m["root"], out_dir, download=m["download"], mirror=m["mirror"], people=m["people"], val_fraction=m["val_fraction"])

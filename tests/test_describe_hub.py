@@ -1,12 +1,12 @@
 "The hub backend on small local datasets of the released dataset's shape (one configuration per LLM, train/validation)."
 import json
-from pathlib import Path
 
 import pytest
 
-from focusclip.data import Record, load_descriptions, write_jsonl
+from focusclip.data import Person, Record, load_descriptions, write_jsonl
 from focusclip.describe import describe_params, describe_records, run_describe
 from focusclip.prompts import DescribeError
+from focusclip.testing import caption_rows, make_pose_captions
 
 
 @pytest.fixture(autouse=True)
@@ -17,21 +17,20 @@ def _offline(monkeypatch, tmp_path):
     datasets.disable_progress_bars()
 
 
+POSE = [Person([[600, 100 + 20 * j] for j in range(16)], [1] * 16, [600, 260], 1.6)]
+
+
 def recs(n):
-    return [Record(f"mpii_{i}", f"images/{i:09d}.jpg", 1280, 720, split="train" if i < 4 else "val") for i in range(n)]
-
-
-def rows(names, tag):
-    # the released files' shape: the MPII image name, its activity and people, and the LLM's description
-    return [dict(image=n, video_id=1, activity="sports, running", count=1, people=[], description=f"{tag} description of {n}") for n in names]
+    "MPII records with an annotated pose: the released captions describe those."
+    return [Record(f"mpii_{i}", f"images/{i:09d}.jpg", 1280, 720, split="train" if i < 4 else "val", people=POSE) for i in range(n)]
 
 
 def test_save_to_disk_configs_and_splits(tmp_path):
     import datasets
     root = tmp_path / "captions"
     for cfg in ("gpt-4", "llama-2"):
-        dd = datasets.DatasetDict(train=datasets.Dataset.from_list(rows([f"{i:09d}.jpg" for i in range(4)] + ["999999999.jpg"], cfg)),
-                                  validation=datasets.Dataset.from_list(rows([f"{i:09d}.jpg" for i in (4, 5)], cfg)))
+        dd = datasets.DatasetDict(train=datasets.Dataset.from_list(caption_rows([f"{i:09d}.jpg" for i in range(4)] + ["999999999.jpg"], cfg)),
+                                  validation=datasets.Dataset.from_list(caption_rows([f"{i:09d}.jpg" for i in (4, 5)], cfg)))
         dd.save_to_disk(str(root / cfg))
     r = recs(7)  # mpii_6 has no description anywhere
     res = describe_records(r, "hub", hub_dataset=str(root), hub_config="gpt-4,llama-2", per_image=3)
@@ -69,7 +68,7 @@ def test_json_files_and_custom_columns(tmp_path):
 def test_hub_stage_reports_missing(tmp_path):
     import datasets
     root = tmp_path / "captions"
-    datasets.DatasetDict(train=datasets.Dataset.from_list(rows(["000000000.jpg", "000000001.jpg", "555.jpg"], "g"))).save_to_disk(str(root / "gpt-4"))
+    datasets.DatasetDict(train=datasets.Dataset.from_list(caption_rows(["000000000.jpg", "000000001.jpg", "555.jpg"], "g"))).save_to_disk(str(root / "gpt-4"))
     write_jsonl(recs(3), tmp_path / "records.jsonl")
     kw = dict(records=str(tmp_path / "records.jsonl"), out_dir=str(tmp_path / "d"), metrics=str(tmp_path / "m.json"), figure=str(tmp_path / "f.png"))
     params = {"describe": {"backend": "hub", "hub_dataset": str(root), "max_failure_rate": 0.5}}
@@ -80,6 +79,17 @@ def test_hub_stage_reports_missing(tmp_path):
         run_describe({"describe": {**params["describe"], "max_failure_rate": 0.0}}, progress=False, **kw)
 
 
+def test_records_without_a_pose_are_no_failures(tmp_path):
+    "MPII's test images (people without joints) and images of nobody: the release describes neither, and the stage passes."
+    root = make_pose_captions(tmp_path / "captions", ["000000000.jpg"], ["000000005.jpg"])
+    unposed = [Record("mpii_7", "images/000000007.jpg", 1280, 720, split="test", people=[Person([[-1, -1]] * 16, [0] * 16, [600, 300], 2.0)]),
+               Record("mpii_8", "images/000000008.jpg", 1280, 720)]
+    write_jsonl(recs(1) + unposed, tmp_path / "records.jsonl")
+    kw = dict(records=str(tmp_path / "records.jsonl"), out_dir=str(tmp_path / "d"), metrics=str(tmp_path / "m.json"), figure=str(tmp_path / "f.png"))
+    m = run_describe({"describe": {"backend": "hub", "hub_dataset": str(root)}}, progress=False, **kw)
+    assert (m["count"], m["failures"], m["records_without_pose"], m["records_without_description"]) == (1, 0, 2, 0)
+
+
 def test_hub_id_offline_is_a_clear_error(tmp_path):
     "The released dataset by its Hub id: offline (as here) the error names the dataset, configuration and split."
     with pytest.raises(DescribeError, match=r"saifkhichi96/mpii-human-pose-captions \(gpt-4/train\): could not load the dataset"):
@@ -88,14 +98,7 @@ def test_hub_id_offline_is_a_clear_error(tmp_path):
 
 def test_dataset_card_configs_report_which_llm_wrote_each_split(tmp_path, caplog):
     "A folder shaped like the released repository: its card builds gpt-4's validation split from the gpt-3.5-turbo file."
-    root = tmp_path / "mpii-human-pose-captions"
-    for llm, split, names in (("gpt-4", "train", range(4)), ("gpt-3.5-turbo", "val", (4, 5)), ("gpt-3.5-turbo", "train", range(4))):
-        (root / llm).mkdir(parents=True, exist_ok=True)
-        (root / llm / f"{split}.json").write_text(json.dumps(rows([f"{i:09d}.jpg" for i in names], llm)))
-    (root / "README.md").write_text(
-        "---\nconfigs:\n- config_name: gpt-4\n  data_files:\n  - split: train\n    path: gpt-4/train.json\n"
-        "  - split: validation\n    path: gpt-3.5-turbo/val.json\n- config_name: gpt-3.5-turbo\n  data_files:\n"
-        "  - split: train\n    path: gpt-3.5-turbo/train.json\n  - split: validation\n    path: gpt-3.5-turbo/val.json\n---\n")
+    root = make_pose_captions(tmp_path / "mpii-human-pose-captions", [f"{i:09d}.jpg" for i in range(4)], [f"{i:09d}.jpg" for i in (4, 5)])
     with caplog.at_level("WARNING", logger="focusclip.describe"):
         res = describe_records(recs(6), "hub", hub_dataset=str(root), hub_config="gpt-4", per_image=1)
     assert res.stats["caption_llm"] == {"gpt-4/train": "gpt-4", "gpt-4/validation": "gpt-3.5-turbo"}
