@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_report.ipynb #36a91d3b
 from __future__ import annotations
-import json, math
+import json, math, warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 import numpy as np
@@ -13,10 +13,11 @@ from .zeroshot import load_results
 
 # %% auto #0
 __all__ = ['HEADLINE_RULES', 'PAPER_TABLE', 'NAMES', 'LABELS', 'SPLIT_DATASETS', 'REPORT_DEFAULTS', 'REPORT_CHOICES', 'rule_for',
-           'headline', 'shown_diff', 'load_all', 'results_frame', 'paper_docs', 'summarise', 'headline_by_seed',
-           'comparison_table', 'markdown_table', 'table_markdown', 'table_csv', 'ablation_table', 'ablation_markdown',
-           'paired_difference', 'benchmark_summary', 'summary_markdown', 'save_figure', 'plot_bars', 'plot_confusions',
-           'plot_per_class', 'plot_embeddings', 'report_params', 'report_metrics', 'make_report']
+           'headline', 'shown_diff', 'run_files', 'load_all', 'results_frame', 'paper_docs', 'summarise',
+           'headline_by_seed', 'comparison_table', 'markdown_table', 'table_markdown', 'table_csv', 'ablation_table',
+           'ablation_markdown', 'paired_difference', 'benchmark_summary', 'benchmark_section', 'summary_markdown',
+           'save_figure', 'plot_bars', 'plot_confusions', 'plot_per_class', 'plot_embeddings', 'report_params',
+           'report_metrics', 'make_report']
 
 # %% ../nbs/08_report.ipynb #2fe33637
 HEADLINE_RULES = {
@@ -61,11 +62,23 @@ PAPER_TABLE = [  # (task, dataset, CLIP, FocusCLIP): the paper's zero-shot accur
     ("emotion", "ferplus", 47.38, 47.57), ("race", "fairface", 13.47, 15.78)]
 
 # %% ../nbs/08_report.ipynb #b79ca9fa
+def run_files(results_dir:str|Path, # the evaluate stages' folder
+              variants:Sequence[str], # the variants trained (`train.variants`)
+              seeds:Sequence[int], # their seeds (`train.seeds`)
+             ) -> list[Path]:
+    "The results files of the runs the params declare, named as the evaluate stages write them: `<variant>_seed_<seed>.json` for every variant and seed, and the pretrained towers' `pretrained.json`."
+    d = Path(results_dir)
+    return [d/f"{v}_seed_{s}.json" for v in variants for s in seeds] + [d/"pretrained.json"]
+
 def load_all(results_dir:str|Path, # folder of results JSON files
+             runs:Sequence|None=None, # exactly the files to read (`run_files`); None: every file in the folder
             ) -> list[dict]:
-    "Every results file in a folder (sorted by name); an empty folder is an error."
-    files = sorted(Path(results_dir).glob("*.json"))
+    "The results files of `runs` (None: every file in the folder, sorted by name); any other file in the folder is left out with a warning naming it."
+    found = sorted(Path(results_dir).glob("*.json"))
+    files = found if runs is None else [Path(f) for f in runs]
     if not files: raise FileNotFoundError(f"{results_dir}: no results files (*.json); run the evaluate stage first")
+    stale = sorted({f.name for f in found} - {f.name for f in files})
+    if stale: warnings.warn(f"{results_dir}: left out of the report, not runs of the current params (train.variants x train.seeds): {', '.join(stale)}")
     return [load_results(f) | {"file": str(f)} for f in files]
 
 def results_frame(docs:list[dict], # results documents
@@ -310,6 +323,14 @@ def benchmark_summary(docs:list[dict], # every results document (variants x seed
     out["headline"] = {**hb, **pd_, "rule": "mean over activity (top-3), age (top-1), emotion (top-3) on the held-out style"}
     return _nice(out)
 
+def benchmark_section(s:dict, baseline:str="clip", method:str="focusclip") -> list[str]:
+    "The report's lines on the embedded benchmark (left out of a report without its sets)."
+    return ["## The embedded benchmark", "",
+            "Top-1 and top-k zero-shot accuracy in % (means over seeds) beside chance and the linear-probe ceilings "
+            "(logistic regression on frozen image features, fit on the train split's labels: of the pretrained tower before "
+            "training, and of each trained model). Activity and age are scored on full shots, emotion on close-ups with a "
+            "visible face.", "", summary_markdown(s, baseline, method), ""]
+
 def summary_markdown(s:dict, baseline:str="clip", method:str="focusclip") -> str:
     "The benchmark summary as Markdown: per task and split, chance, probe ceilings, both models (top-1 and top-k)."
     b, m = LABELS.get(baseline, baseline), LABELS.get(method, method)
@@ -449,10 +470,11 @@ def make_report(results_dir:str|Path="results/eval", # folder of results files
                 metrics_path:str|Path="results/metrics/report.json", # DVC metrics
                 figures_dir:str|Path="results/figures", # PNG + SVG figures
                 params=None, # a `Config` (its `report` section), or a params dict or file (None: the defaults)
+                runs:Sequence|None=None, # exactly the results files to read (`run_files` of the params' variants and seeds); None: every file in `results_dir`
                ) -> dict:
-    "Read every results file and write the report, its CSV, its metrics and its figures."
+    "Read the runs' results files and write the report, its CSV, its metrics and its figures."
     p = report_params({} if params is None else params)
-    docs = load_all(results_dir)
+    docs = load_all(results_dir, runs)
     summary = benchmark_summary(docs, p["baseline"], p["method"])
     docs = [d for d in docs if d["variant"] != "pretrained"]  # the untrained tower: its probe only (in the summary)
     df = results_frame(docs)
@@ -474,11 +496,7 @@ def make_report(results_dir:str|Path="results/eval", # folder of results files
              + "; ".join(f"{task} = mean of {', '.join(NAMES.get(d, d) for d in ds)}" for task, ds in rule_for(df.key, p["headline_rule"])[1].items()) + ".",
              f"Cells: mean ± std over seeds when a variant has several runs, else the value [bootstrap 95% CI]. "
              f"Seeds per variant: {', '.join(f'{v} {n}' for v, n in sorted(seeds.items()))}. Differences are between the shown values.", "",
-             "## The embedded benchmark", "",
-             "Top-1 and top-k zero-shot accuracy in % (means over seeds) beside chance and the linear-probe ceilings "
-             "(logistic regression on frozen image features, fit on the train split's labels: of the pretrained tower before "
-             "training, and of each trained model). Activity and age are scored on full shots, emotion on close-ups with a "
-             "visible face.", "", summary_markdown(summary, p["baseline"], p["method"]), "",
+             *(benchmark_section(summary, p["baseline"], p["method"]) if summary["tasks"] else []),
              "## In the paper's layout", "",
              table_markdown(t), "", "Chance levels (in the `chance` column): 100/n for top-1 and 100·k/n for top-k, n = number of classes: "
              + "; ".join(f"{NAMES.get(r.dataset, r.dataset)} {r.task} {r.chance:.2f}% (top-{int(r.k)})" for r in chance.itertuples() if r.chance is not None and np.isfinite(r.chance)) + ".", "",

@@ -127,8 +127,9 @@ def test_committed_copy_is_up_to_date(committed):
 
 
 def test_adding_a_seed_stales_only_that_seeds_stages(committed):
+    "The new seed's runs, and the report, which reads exactly the runs the params declare."
     edit_params(committed, lambda p: p["train"]["seeds"].append(45))
-    assert stale(committed) == {"train@clip-45", "train@focusclip-45", "evaluate@clip-45", "evaluate@focusclip-45"}
+    assert stale(committed) == {"train@clip-45", "train@focusclip-45", "evaluate@clip-45", "evaluate@focusclip-45", "report"}
 
 
 def test_heatmap_alpha_stales_only_the_figure(committed):

@@ -68,6 +68,22 @@ def test_report_over_seeds_and_ablations(tmp_path):
     assert rep["ablation"].variant.tolist() == ["clip", "focusclip", "focusclip_noheatmap"]
 
 
+def test_report_reads_exactly_the_declared_runs(tmp_path):
+    "A results file of a seed no longer in the params is named in a warning and never averaged in; a declared run without its file is an error naming it."
+    from focusclip.report import run_files
+    runs = [(v, s, (40 + s, 50, 70)) for v in ("clip", "focusclip") for s in (42, 43, 44)]
+    for v, s, (a, g, e) in runs:
+        save_results([_result("activity", 3, 12, a), _result("age", 1, 3, g), _result("emotion", 3, 5, e)], tmp_path / f"eval/{v}_seed_{s}.json", v, s)
+    declared = run_files(tmp_path / "eval", ["clip", "focusclip"], [42, 43])[:-1]  # no pretrained towers here
+    with pytest.warns(UserWarning, match=r"not runs of the current params .*: clip_seed_44.json, focusclip_seed_44.json"):
+        rep = make_report(tmp_path / "eval", tmp_path / "r.md", tmp_path / "r.csv", tmp_path / "m.json", tmp_path / "f", runs=declared)
+    assert "Seeds per variant: clip 2, focusclip 2" in (tmp_path / "r.md").read_text()
+    assert rep["metrics"]["datasets"]["activity/synthetic"]["clip"] == pytest.approx(82.5)  # seeds 42 and 43 only (82, 83), not 44
+    with pytest.raises(FileNotFoundError, match=r"clip_seed_45.json: results file not found"):
+        make_report(tmp_path / "eval", tmp_path / "r.md", tmp_path / "r.csv", tmp_path / "m.json", tmp_path / "f",
+                    runs=run_files(tmp_path / "eval", ["clip"], [45]))
+
+
 def test_report_errors(tmp_path):
     (tmp_path / "eval").mkdir()
     with pytest.raises(FileNotFoundError, match="no results files"):
@@ -113,3 +129,11 @@ def test_evaluate_and_report_stages(tmp_path):
     md = (tmp_path / "results/report.md").read_text()
     assert "headline: mean of task means" in md and "Seeds per variant: clip 2, focusclip 2" in md
     assert (tmp_path / "results/figures/report/zeroshot_bars.svg").exists()
+    # one seed fewer: the report reads exactly the runs the params declare and names the leftovers
+    (tmp_path / "params.yaml").write_text((tmp_path / "params.yaml").read_text().replace("seeds: [5, 6]", "seeds: [5]"))
+    subprocess.run(pm + [str(ROOT / "stages/report.ipynb"), str(tmp_path / "results/notebooks/report.ipynb"), "-p", "params_path", "params.yaml"],
+                   env=env, check=True, capture_output=True, timeout=600)
+    md = (tmp_path / "results/report.md").read_text()
+    assert "Seeds per variant: clip 1, focusclip 1" in md
+    log = (tmp_path / "results/notebooks/report.ipynb").read_text()
+    assert "left out of the report, not runs of the current params" in log and "clip_seed_6.json, focusclip_seed_6.json" in log
