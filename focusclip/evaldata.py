@@ -14,8 +14,9 @@ from .evalsets import (EvalSet, eval_set_from_labels, clean_label, normalize_lab
 
 # %% auto #0
 __all__ = ['EMOTIC_EMOTIONS', 'EMOTIC_AGES', 'UTK_RACES', 'FER_USAGE', 'FERPLUS_DIRS', 'FAIRFACE_AGES', 'FAIRFACE_RACES',
-           'READERS', 'read_stanford40', 'read_emotic', 'read_lagenda', 'read_utkface', 'read_fer2013', 'read_ferplus',
-           'read_fairface', 'read_kinetics_frames', 'read_cub', 'read_facial_expressions', 'load_eval_sets']
+           'SYNTHETIC_SETS', 'READERS', 'read_stanford40', 'read_emotic', 'read_lagenda', 'read_utkface',
+           'read_fer2013', 'read_ferplus', 'read_fairface', 'read_kinetics_frames', 'read_cub',
+           'read_facial_expressions', 'load_eval_sets']
 
 # %% ../nbs/07a_evaldata.ipynb #a07e6596
 def _need(path:Path, what:str) -> Path:
@@ -381,6 +382,8 @@ def _multi(fn, default_tasks, arg="task"):
     def read(path, tasks=None, **opts): return [fn(path, **{arg: t}, **opts) for t in (tasks or default_tasks)]
     return read
 
+SYNTHETIC_SETS = ("synthetic", "synthetic_val")  # the embedded tasks on the held-out style (test split) and the training style (val split)
+
 READERS = {
     "stanford40": lambda p, **o: [read_stanford40(p, **o)],
     "kinetics400": lambda p, **o: [read_kinetics_frames(p, **o)],
@@ -408,7 +411,7 @@ def load_eval_sets(datasets:Sequence[str], # names: `synthetic` and/or READERS k
         opts = dict(options.get(name) or {})
         if name == "synthetic": out += synthetic_tasks(records, split=split, loaded=loaded, **opts); continue
         if name == "synthetic_val": out += synthetic_tasks(records, split="val", name=name, loaded=loaded, **opts); continue  # training style: how much of the gap is the style shift
-        if name not in READERS: raise ValueError(f"{where}.datasets: unknown dataset {name!r}; known: {['synthetic', 'synthetic_val', *READERS]}")
+        if name not in READERS: raise ValueError(f"{where}.datasets: unknown dataset {name!r}; known: {[*SYNTHETIC_SETS, *READERS]}")
         if not paths.get(name): raise ValueError(f"{where}.paths.{name}: no path given for dataset {name!r} (set it to the dataset's folder or annotation file)")
         p = Path(paths[name])
         if not p.exists(): raise FileNotFoundError(f"{where}.paths.{name}: {p} does not exist")

@@ -15,7 +15,7 @@ from .model import load_model, create_model_from_params, model_params
 from .features import FeatureCache, load_features
 from .metrics import topk_correct, percent
 from .evalsets import EvalSet, synthetic_tasks
-from .evaldata import load_eval_sets
+from .evaldata import READERS, SYNTHETIC_SETS, load_eval_sets
 from .zeroshot import TASK_TOPK, DEFAULT_TEMPLATES, encode_images, heatmap_paths, evaluate_zero_shot, save_results
 
 # %% auto #0
@@ -53,6 +53,8 @@ def _check_evaluate(p:dict, cfg:Config):
             raise ParamsError(f"{where(cfg, f'evaluate.templates.{t}')}: expected a non-empty list of strings with one '{{}}' each")
     for k in ("paths", "options"):
         for name, v in p[k].items():
+            if name not in (*SYNTHETIC_SETS, *READERS):
+                raise ParamsError(f"{where(cfg, f'evaluate.{k}.{name}')}: unknown dataset {name!r}; known: {[*SYNTHETIC_SETS, *READERS]}")
             if not isinstance(v, str if k == "paths" else dict):
                 raise ParamsError(f"{where(cfg, f'evaluate.{k}.{name}')}: expected {'a path' if k == 'paths' else 'a mapping of reader options'}, got {v!r}")
 

@@ -12,11 +12,12 @@ from .heatmaps import heatmap_params
 from .describe import describe_params
 from .model import model_params
 from .recipe import train_config
-from .evaluate import evaluate_params
+from .evaluate import EVALUATE_OPEN, evaluate_params
 from .report import report_params
 
 # %% auto #0
-__all__ = ['CHECKERS', 'load_config', 'read_preset', 'resolve', 'show_config', 'preset_args', 'apply_preset']
+__all__ = ['CHECKERS', 'OPEN_MAPPINGS', 'load_config', 'new_preset_keys', 'read_preset', 'resolve', 'show_config', 'preset_args',
+           'apply_preset']
 
 # %% ../nbs/08a_pipeline.ipynb #dbac2db1
 CHECKERS = dict(base=base_params, data=data_params, heatmaps=heatmap_params, describe=describe_params,
@@ -32,13 +33,18 @@ def load_config(params:dict|str|Path|Config="params.yaml", # the params file, it
     return read_config(cfg, **CHECKERS)
 
 # %% ../nbs/08a_pipeline.ipynb #fca1f6fc
-def _check_preset_keys(preset:Params, params:Params):
-    "Every key a preset names must be in the params file (so that `dvc exp run -S` can set it)."
-    known = flatten(params)
+OPEN_MAPPINGS = tuple(f"evaluate.{k}" for k in EVALUATE_OPEN)  # mappings keyed by dataset or task name: a preset may add keys under them
+
+def new_preset_keys(preset:Params, params:Params) -> set:
+    "The keys a preset adds under a free mapping (`OPEN_MAPPINGS`; their names are checked with the section); any other key must be in the params file."
+    known, new = flatten(params), set()
     for key in flatten(preset):
-        if key not in known and not any(k.startswith(key + ".") for k in known) \
-           and not any(key.startswith(k + ".") and isinstance(v, dict) for k, v in known.items()):
-            raise ParamsError(f"{preset.path}:{key}: not in {params.path} (a preset sets the params file's keys)")
+        if key in known or any(k.startswith(key + ".") for k in known) \
+           or any(key.startswith(k + ".") and isinstance(v, dict) for k, v in known.items()): continue
+        if not any(key.startswith(m + ".") for m in OPEN_MAPPINGS):
+            raise ParamsError(f"{preset.path}:{key}: not in {params.path} (a preset sets the params file's keys; it adds keys only under {list(OPEN_MAPPINGS)})")
+        new.add(key)
+    return new
 
 def read_preset(preset_path:str|Path, # a YAML file of overrides
                 params_path:str|Path="params.yaml", # the params file it applies to
@@ -47,7 +53,7 @@ def read_preset(preset_path:str|Path, # a YAML file of overrides
     preset, params = load_params(preset_path), load_params(params_path)
     load_config(params)  # the params file's own errors name it
     cfg = load_config(Params(merge(params, preset), params.path, over=preset))
-    _check_preset_keys(preset, params)
+    new_preset_keys(preset, params)
     return preset, cfg
 
 def resolve(params_path:str|Path="params.yaml", # the params file
@@ -66,9 +72,10 @@ def _arg(v) -> str: return yaml.safe_dump(v, default_flow_style=True).strip().re
 def preset_args(preset_path:str|Path, # a preset YAML of overrides
                 params_path:str|Path="params.yaml", # the params file the overrides apply to
                ) -> list[str]:
-    "`dvc exp run` arguments (`-S key=value`) for a preset, checked."
+    "`dvc exp run` arguments (`-S key=value`, `-S +key=value` for a key the params file does not have yet) for a preset, checked."
     preset, _ = read_preset(preset_path, params_path)
-    return [a for k, v in flatten(preset).items() for a in ("-S", f"{k}={_arg(v)}")]
+    new = new_preset_keys(preset, load_params(params_path))
+    return [a for k, v in flatten(preset).items() for a in ("-S", f"{'+' * (k in new)}{k}={_arg(v)}")]
 
 def apply_preset(preset_path:str|Path, params_path:str|Path="params.yaml") -> dict:
     "Write a preset's overrides into the params file; returns the merged params."

@@ -121,6 +121,8 @@ def test_each_section_is_checked_once_per_read(checked_sections):
     ("model: {image_size: 96}\n", "{params}:heatmaps.size is 128 but the model reads 96x96 images ({preset}:model.image_size)"),
     ("data: {synthetic: {shift: 2.0}}\n", "{preset}:data.synthetic: synth: shift must be"),
     ("evaluate: {paths: {fer2013: 3}}\n", "{preset}:evaluate.paths.fer2013: expected a path"),
+    ("evaluate: {paths: {fer2031: x.csv}}\n", "{preset}:evaluate.paths.fer2031: unknown dataset 'fer2031'"),
+    ("train: {weights: {hi_imm: 1.0}}\n", "{preset}:train.weights: unknown key(s) ['hi_imm']"),
     ("train: {momentum: 0.5, optimizer: sgd}\nheatmaps: {parts: [head, tail]}\n", "{preset}:heatmaps.parts: unknown body part(s) ['tail']"),
 ])
 def test_preset_errors_name_the_file_that_holds_the_key(tmp_path, text, message):
@@ -133,3 +135,22 @@ def test_params_file_errors_name_it_even_with_a_preset(tmp_path):
     p = tmp_path / "params.yaml"; p.write_text(PARAMS.read_text().replace("lr: 0.001", "lr: -1.0"))
     with pytest.raises(ParamsError) as e: resolve(p, ROOT / "presets/infonce.yaml")
     assert str(e.value).startswith(f"{p}:train.lr: must be > 0")
+
+
+def test_a_preset_adds_datasets_after_the_paper_preset(tmp_path):
+    "After `--apply presets/paper.yaml`, a second preset may add a dataset's path and options (free mappings, names checked); `dvc exp run` gets them with `+`."
+    from focusclip.pipeline import apply_preset
+    params = tmp_path / "params.yaml"; params.write_text(PARAMS.read_text())
+    apply_preset(ROOT / "presets/paper.yaml", params)
+    more = tmp_path / "more.yaml"
+    more.write_text("evaluate:\n  datasets: [stanford40, facial_expressions]\n  paths: {facial_expressions: data/eval/fe, stanford40: /data/S40}\n"
+                    "  options: {cub200: {split: test}}\n")
+    args = preset_args(more, params)
+    assert "+evaluate.paths.facial_expressions=data/eval/fe" in args and "evaluate.paths.stanford40=/data/S40" in args
+    assert "+evaluate.options.cub200.split=test" in args and "evaluate.datasets=[stanford40, facial_expressions]" in args
+    merged = apply_preset(more, params)
+    assert merged["evaluate"]["paths"]["facial_expressions"] == "data/eval/fe" and merged["evaluate"]["paths"]["stanford40"] == "/data/S40"
+    assert merged["evaluate"]["paths"]["fer2013"] == "data/eval/fer2013/fer2013.csv"  # the paper preset's other paths stay
+    assert load_config(params)["evaluate"]["options"]["cub200"] == {"split": "test"}
+    typo = tmp_path / "typo.yaml"; typo.write_text("train:\n  lrr: 0.1\n")
+    with pytest.raises(ParamsError, match=r"typo.yaml:train"): preset_args(typo, params)
