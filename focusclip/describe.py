@@ -21,11 +21,11 @@ from .replies import ReplyCache
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'DESCRIBE_DEFAULTS', 'DESCRIBE_CHOICES', 'LOOPBACK', 'HUB_LLMS', 'BACKENDS', 'POSE_WORDS', 'describe_params',
-           'with_overrides', 'api_key_for', 'redact', 'request_seed', 'cost_usd', 'Job', 'DescribeResult',
-           'openai_jobs', 'MalformedReply', 'parse_reply', 'describe_openai', 'caption_llm', 'describe_hub',
-           'Describer', 'describe_rules_backend', 'describe_records', 'top_pose_phrases', 'describe_metrics',
-           'plot_description_lengths', 'run_describe', 'pose_figure', 'describe_photo']
+__all__ = ['log', 'DESCRIBE_DEFAULTS', 'DESCRIBE_CHOICES', 'LOOPBACK', 'PIPELINE_EXTRA', 'HUB_LLMS', 'BACKENDS', 'POSE_WORDS',
+           'describe_params', 'with_overrides', 'api_key_for', 'redact', 'request_seed', 'cost_usd', 'Job',
+           'DescribeResult', 'openai_jobs', 'MalformedReply', 'parse_reply', 'require_openai', 'describe_openai',
+           'caption_llm', 'describe_hub', 'Describer', 'describe_rules_backend', 'describe_records', 'top_pose_phrases',
+           'describe_metrics', 'plot_description_lengths', 'run_describe', 'pose_figure', 'describe_photo']
 
 # %% ../nbs/04b_describe.ipynb #fa9cf6a7
 DESCRIBE_DEFAULTS = dict(
@@ -164,8 +164,16 @@ class _Failed(Exception):
     def __init__(self, reason:str, retryable:bool=False, wait:float|None=None):
         super().__init__(reason); self.reason, self.retryable, self.wait = reason, retryable, wait
 
+PIPELINE_EXTRA = 'pip install "focusclip[pipeline]"'
+
+def require_openai() -> tuple:
+    "The `openai` client and `tenacity` (deferred: optional), or an `ImportError` naming the extra that installs them."
+    try: import openai, tenacity
+    except ImportError as e: raise ImportError(f"the openai describe backend needs the optional extra: {PIPELINE_EXTRA} (missing: {e.name or e})") from e
+    return openai, tenacity
+
 async def _run_jobs(jobs:list[Job], p:dict, cache:ReplyCache|None, stats:dict, progress:bool=True) -> tuple[list, list]:
-    import openai, tenacity
+    openai, tenacity = require_openai()
     from openai.types.chat import ChatCompletion
     from tqdm import tqdm
     key = api_key_for(p["base_url"])
