@@ -255,6 +255,48 @@ def _part_mask(parts, person_level, device):
     for k, g in enumerate(groups): m[k, list(g)] = True
     return m
 
+def _batch_tensors(joints, visible, scales, size, src_size):
+    "Checked tensors on the device of `joints`: float32 joints, visibility as bool, scales (NaN: unknown), `src (B, 2)`; and the output `(w, h)`."
+    import torch
+    j = torch.as_tensor(joints).to(torch.float32)
+    dev = j.device
+    if j.ndim != 4 or j.shape[2:] != (N_JOINTS, 2): raise ValueError(f"joints must have shape (B, P, {N_JOINTS}, 2), got {tuple(j.shape)}")
+    B, P = j.shape[:2]
+    vis = torch.as_tensor(visible, device=dev)
+    if vis.shape != j.shape[:3]: raise ValueError(f"visible must have shape {tuple(j.shape[:3])}, got {tuple(vis.shape)}")
+    if not torch.isfinite(j).all():
+        b, p, k = torch.nonzero(~torch.isfinite(j).all(-1))[0].tolist()
+        raise ValueError(f"joint coordinates must be finite: image {b}, person {p}, joint {k} ({MPII_JOINTS[k]}) is {j[b, p, k].tolist()}")
+    w, h = _size(size, (1, 1))
+    if src_size is None: src = torch.tensor([[w, h]], dtype=torch.float32, device=dev).expand(B, 2)
+    else: src = torch.as_tensor(src_size, dtype=torch.float32, device=dev).reshape(-1, 2).expand(B, 2)
+    vis = vis > 0
+    s = torch.full((B, P), float("nan"), device=dev) if scales is None else torch.as_tensor(scales, dtype=torch.float32, device=dev).reshape(B, P)
+    return j, vis, s, src, (w, h)
+
+def _batch_ellipses(j, vis, s, src, mask, min_extent, zero_extent, sigma_scale):
+    "Centres and semi-axes `(B, P * K, 2)` of every image's people and parts, as `part_ellipses` makes them, and which exist `(B, P * K)`."
+    import torch
+    (B, P), K = j.shape[:2], mask.shape[0]
+    # person heights: scale * 200, else the larger side of the visible joints' box, else the frame height
+    inf = torch.tensor(float("inf"), device=j.device)
+    lo = torch.where(vis[..., None], j, inf).amin(2); hi = torch.where(vis[..., None], j, -inf).amax(2)
+    side = torch.nan_to_num((hi - lo).amax(-1), nan=0.0, posinf=0.0, neginf=0.0)
+    side = torch.where((vis.sum(-1) >= 2) & (side > 0), side, src[:, None, 1].expand(B, P))
+    height = torch.where(torch.isfinite(s) & (s > 0), s * 200.0, side)
+    # ellipses (B, P, K): truncated joints, their box, floored centre and semi-axes
+    member = vis[:, :, None, :] & mask[None, None]  # (B, P, K, 16)
+    jt = torch.trunc(j)[:, :, None]  # (B, P, 1, 16, 2)
+    lo = torch.where(member[..., None], jt, inf).amin(3); hi = torch.where(member[..., None], jt, -inf).amax(3)
+    valid = member.sum(-1) >= 2
+    lo = torch.where(valid[..., None], lo, 0.0); hi = torch.where(valid[..., None], hi, 0.0)
+    c = torch.floor((lo + hi) / 2); ax = torch.floor((hi - lo) / 2)  # (B, P, K, 2)
+    m = (min_extent * height)[:, :, None, None]
+    if zero_extent == "min": ax = torch.where(ax == 0, m, ax)
+    elif zero_extent == "clamp": ax = torch.maximum(ax, m)
+    ax = ax * sigma_scale
+    return c.reshape(B, P * K, 2), ax.reshape(B, P * K, 2), valid.reshape(B, P * K)
+
 def heatmaps_torch(joints, # (B, P, 16, 2) joint coordinates in source pixels
                    visible, # (B, P, 16) visibility (> 0: used)
                    scales=None, # (B, P) MPII scales; NaN or <= 0: unknown; None: all unknown
@@ -274,43 +316,13 @@ def heatmaps_torch(joints, # (B, P, 16, 2) joint coordinates in source pixels
     if zero_extent not in ZERO_EXTENT: raise ValueError(f"zero_extent must be one of {ZERO_EXTENT}, got {zero_extent!r}")
     if zero_extent != "paper" and not min_extent > 0: raise ValueError(f"min_extent must be > 0, got {min_extent}")
     if not sigma_scale > 0: raise ValueError(f"sigma_scale must be > 0, got {sigma_scale}")
-    joints = torch.as_tensor(joints)
-    dev = joints.device
-    j = joints.to(torch.float32)
-    if j.ndim != 4 or j.shape[2:] != (N_JOINTS, 2): raise ValueError(f"joints must have shape (B, P, {N_JOINTS}, 2), got {tuple(j.shape)}")
-    B, P = j.shape[:2]
-    vis = torch.as_tensor(visible, device=dev)
-    if vis.shape != j.shape[:3]: raise ValueError(f"visible must have shape {tuple(j.shape[:3])}, got {tuple(vis.shape)}")
-    if not torch.isfinite(j).all():
-        b, p, k = torch.nonzero(~torch.isfinite(j).all(-1))[0].tolist()
-        raise ValueError(f"joint coordinates must be finite: image {b}, person {p}, joint {k} ({MPII_JOINTS[k]}) is {j[b, p, k].tolist()}")
-    w, h = _size(size, (1, 1))
-    if src_size is None: src = torch.tensor([[w, h]], dtype=torch.float32, device=dev).expand(B, 2)
-    else: src = torch.as_tensor(src_size, dtype=torch.float32, device=dev).reshape(-1, 2).expand(B, 2)
-    vis = vis > 0
-    s = torch.full((B, P), float("nan"), device=dev) if scales is None else torch.as_tensor(scales, dtype=torch.float32, device=dev).reshape(B, P)
-    # person heights: scale * 200, else the larger side of the visible joints' box, else the frame height
-    inf = torch.tensor(float("inf"), device=dev)
-    lo = torch.where(vis[..., None], j, inf).amin(2); hi = torch.where(vis[..., None], j, -inf).amax(2)
-    side = torch.nan_to_num((hi - lo).amax(-1), nan=0.0, posinf=0.0, neginf=0.0)
-    side = torch.where((vis.sum(-1) >= 2) & (side > 0), side, src[:, None, 1].expand(B, P))
-    height = torch.where(torch.isfinite(s) & (s > 0), s * 200.0, side)
-    # ellipses (B, P, K): truncated joints, their box, floored centre and semi-axes
+    j, vis, s, src, (w, h) = _batch_tensors(joints, visible, scales, size, src_size)
+    (B, P), dev = j.shape[:2], j.device
     mask = _part_mask(parts, person_level, dev)  # (K, 16)
     K = mask.shape[0]
     out = torch.zeros(B, h, w, dtype=torch.float32, device=dev)
     if K == 0 or P == 0: return out
-    member = vis[:, :, None, :] & mask[None, None]  # (B, P, K, 16)
-    jt = torch.trunc(j)[:, :, None]  # (B, P, 1, 16, 2)
-    lo = torch.where(member[..., None], jt, inf).amin(3); hi = torch.where(member[..., None], jt, -inf).amax(3)
-    valid = member.sum(-1) >= 2
-    lo = torch.where(valid[..., None], lo, 0.0); hi = torch.where(valid[..., None], hi, 0.0)
-    c = torch.floor((lo + hi) / 2); ax = torch.floor((hi - lo) / 2)  # (B, P, K, 2)
-    m = (min_extent * height)[:, :, None, None]
-    if zero_extent == "min": ax = torch.where(ax == 0, m, ax)
-    elif zero_extent == "clamp": ax = torch.maximum(ax, m)
-    ax = ax * sigma_scale
-    c, ax, valid = c.reshape(B, P * K, 2), ax.reshape(B, P * K, 2), valid.reshape(B, P * K)
+    c, ax, valid = _batch_ellipses(j, vis, s, src, mask, min_extent, zero_extent, sigma_scale)
     # 1-D Gaussians on the output grid, sampled in source coordinates
     u = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5)[None] * (src[:, :1] / w) - 0.5  # (B, w)
     v = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5)[None] * (src[:, 1:] / h) - 0.5  # (B, h)

@@ -196,57 +196,65 @@ def sample_scene(index:int, # index of the image within its split
                  subject_only:bool|None=None, # draw the subject alone on a plain background
                 ) -> dict:
     "Every random choice for one image: background, distractors, bystanders, subject, occluder (and the study's knobs)."
-    d = SYNTH_DEFAULTS
-    image_size = d["image_size"] if image_size is None else image_size
-    max_bystanders = d["max_bystanders"] if max_bystanders is None else max_bystanders
-    p_occlude = d["p_occlude"] if p_occlude is None else p_occlude
-    p_offframe = d["p_offframe"] if p_offframe is None else p_offframe
-    shift = d["shift"] if shift is None else shift
-    p_closeup = d["p_closeup"] if p_closeup is None else p_closeup
-    jitter = d["jitter"] if jitter is None else jitter
-    subject_size = d["subject_size"] if subject_size is None else subject_size
-    knobs = {k: d[k] if v is None else v for k, v in dict(bystander_scale=bystander_scale, bystander_opacity=bystander_opacity,
-             bystander_activity=bystander_activity, context_p=context_p, context_test=context_test, keypoint_noise=keypoint_noise,
-             subject_only=subject_only).items()}
+    o = _scene_options(dict(image_size=image_size, max_bystanders=max_bystanders, p_occlude=p_occlude, p_offframe=p_offframe, shift=shift,
+                            p_closeup=p_closeup, jitter=jitter, subject_size=subject_size, bystander_scale=bystander_scale,
+                            bystander_opacity=bystander_opacity, bystander_activity=bystander_activity, context_p=context_p,
+                            context_test=context_test, keypoint_noise=keypoint_noise, subject_only=subject_only))
     if split not in SPLIT_STYLE: raise ValueError(f"synth: unknown split {split!r}; expected one of {list(SPLITS)}")
-    rng = _rng(seed, split, index); n = image_size * SS
-    s = float(shift) if SPLIT_STYLE[split] == "pattern" else 0.0
+    rng = _rng(seed, split, index); n = o["image_size"] * SS
+    s = float(o["shift"]) if SPLIT_STYLE[split] == "pattern" else 0.0
     style = "pattern" if s >= 0.5 else "scene"  # the dominant style (occluder colours, outlines)
     activity, age, emotion = labels_for(index, seed)
-    sc = dict(index=index, split=split, style=style, shift=s, size=image_size, activity=activity, age=age, emotion=emotion,
+    sc = dict(index=index, split=split, style=style, shift=s, size=o["image_size"], activity=activity, age=age, emotion=emotion,
               bg_seed=int(rng.integers(2**31)), n_shapes=int(rng.integers(3, 8)), shape_seed=int(rng.integers(2**31)))
-    closeup = bool(rng.random() < p_closeup)
+    closeup = bool(rng.random() < o["p_closeup"])
     sc["shot"] = "closeup" if closeup else "full"
-    # the subject
-    lo, hi = subject_size
-    h = n * (rng.uniform(1.7, 2.3) if closeup else rng.uniform(lo, hi)) * BODIES[age]["size"]
-    subj = sample_figure(rng, activity, age, emotion, s, h, bool(rng.random() < 0.5), jitter)
+    subj, h = _subject(rng, sc, seed, n, o)
+    sc["subject"], sc["origin"] = subj, _subject_origin(rng, subj, n, closeup, o["p_offframe"])
+    sc["bystanders"] = [_bystander(rng, activity, age, s, h, n, o["jitter"], o) for _ in range(int(rng.integers(0, o["max_bystanders"] + 1)))]
+    sc["occluder"] = _occluder(rng, subj, sc["origin"], style, o["p_occlude"])
+    sc.update(_knob_draws(seed, split, index, activity, subj["height"], o))
+    return sc
+
+def _scene_options(given:dict) -> dict:
+    "The scene's settings, each one left None taken from `SYNTH_DEFAULTS`."
+    return {k: SYNTH_DEFAULTS[k] if v is None else v for k, v in given.items()}
+
+def _subject(rng, sc, seed, n, o):
+    "The subject's figure and its standing height; a full shot too big for the frame (e.g. lying down) is drawn again, smaller, from its own stream."
+    closeup = sc["shot"] == "closeup"
+    lo, hi = o["subject_size"]
+    h = n * (rng.uniform(1.7, 2.3) if closeup else rng.uniform(lo, hi)) * BODIES[sc["age"]]["size"]
+    labels = sc["activity"], sc["age"], sc["emotion"]
+    subj = sample_figure(rng, *labels, sc["shift"], h, bool(rng.random() < 0.5), o["jitter"])
     pts = figure_points(subj); ext = pts.max(0) - pts.min(0)
-    if not closeup and ext.max() > n * 0.97:  # too big for the frame (e.g. lying down): shrink
-        f = n * 0.97 / ext.max(); subj = sample_figure(_rng(seed, split, index + 10**9), activity, age, emotion, s, h * f, subj["mirror"], jitter)
-        pts = figure_points(subj)
-    origin = _place(rng, pts, n, 1.0)
-    if closeup:  # the camera frames the head: its centre in the upper middle of the image
+    if not closeup and ext.max() > n * 0.97:  # shrink to fit; `h` stays the bystanders' reference
+        f = n * 0.97 / ext.max()
+        subj = sample_figure(_rng(seed, sc["split"], sc["index"] + 10**9), *labels, sc["shift"], h * f, subj["mirror"], o["jitter"])
+    return subj, h
+
+def _subject_origin(rng, subj, n, closeup, p_offframe):
+    "The subject's pelvis position: in the frame; a close-up's head in the upper middle; with probability `p_offframe`, partly out of the frame."
+    pts = figure_points(subj)
+    origin = _place(rng, pts, n, 1.0)  # drawn for a close-up too, so that every draw after it stays in place
+    if closeup:
         hc = (subj["J"][HEAD] + subj["J"][NECK]) / 2
-        origin = np.array([rng.uniform(0.38, 0.62) * n, rng.uniform(0.28, 0.42) * n]) - hc
-    elif rng.random() < p_offframe:  # push part of the figure out of the frame
+        return np.array([rng.uniform(0.38, 0.62) * n, rng.uniform(0.28, 0.42) * n]) - hc
+    if rng.random() < p_offframe:  # push part of the figure out of the frame
         axis, sgn = int(rng.integers(2)), (-1 if rng.random() < 0.5 else 1)
         lo, hi = (pts + origin).min(0), (pts + origin).max(0)
         over = rng.uniform(0.1, 0.3) * (hi[axis] - lo[axis])
         origin[axis] += (n - hi[axis] + over) if sgn > 0 else (-lo[axis] - over)
-    sc["subject"], sc["origin"] = subj, origin
-    # bystanders
-    sc["bystanders"] = [_bystander(rng, activity, age, s, h, n, jitter, knobs) for _ in range(int(rng.integers(0, max_bystanders + 1)))]
-    # an occluder in front of the subject
-    sc["occluder"] = None
-    if rng.random() < p_occlude:
-        J = subj["J"] + origin
-        target = [R_ANK, L_ANK, R_KNE, L_KNE] if rng.random() < 0.5 else ([R_WRI] if rng.random() < 0.5 else [L_WRI])
-        lo, hi = J[target].min(0) - subj["leg_w"] * 1.2, J[target].max(0) + subj["leg_w"] * 1.2
-        if len(target) == 4: lo[1] = (J[[R_KNE, L_KNE], 1].min() + J[[R_ANK, L_ANK], 1].min()) / 2 - 1; hi[1] += subj["leg_w"]
-        sc["occluder"] = (lo, hi, STYLES[style]["shapes"][rng.integers(len(STYLES[style]["shapes"]))])
-    sc.update(_knob_draws(seed, split, index, activity, subj["height"], knobs))
-    return sc
+    return origin
+
+def _occluder(rng, subj, origin, style, p_occlude):
+    "With probability `p_occlude`, a box in front of the lower legs or one wrist: `(lo, hi, colour)`; else None."
+    if not rng.random() < p_occlude: return None
+    J = subj["J"] + origin
+    target = [R_ANK, L_ANK, R_KNE, L_KNE] if rng.random() < 0.5 else ([R_WRI] if rng.random() < 0.5 else [L_WRI])
+    lo, hi = J[target].min(0) - subj["leg_w"] * 1.2, J[target].max(0) + subj["leg_w"] * 1.2
+    if len(target) == 4: lo[1] = (J[[R_KNE, L_KNE], 1].min() + J[[R_ANK, L_ANK], 1].min()) / 2 - 1; hi[1] += subj["leg_w"]
+    return (lo, hi, STYLES[style]["shapes"][rng.integers(len(STYLES[style]["shapes"]))])
 
 def _bystander(rng, activity, age, s, h, n, jitter, knobs):
     "One bystander: a figure of another (or the same) activity, its pelvis position and its fade towards the background (1 - opacity)."
@@ -385,6 +393,13 @@ def generate(out_dir:str|Path, # folder for `records.jsonl`, `images/` and `synt
     opts = dict(seed=int(seed), image_size=int(image_size), max_bystanders=int(max_bystanders),
                 p_occlude=float(p_occlude), p_offframe=float(p_offframe), shift=float(shift), p_closeup=float(p_closeup),
                 jitter=float(jitter), subject_size=[float(v) for v in subject_size], **_knob_opts(knobs))
+    same = _sync_manifest(out, opts)
+    jobs = [(s, i, str(out), opts, same) for s, k in zip(SPLITS, (n_train, n_val, n_test)) for i in range(k)]
+    _remove_strays(out/"images", jobs)
+    return _write_records(out, _run_jobs(jobs, workers, progress), keypoint_noise > 0)
+
+def _sync_manifest(out:Path, opts:dict) -> bool:
+    "Write `synth.json` for these settings, removing the images drawn under other ones; True when it was already there (the images can be kept)."
     # the knobs enter the manifest only away from their neutral values: a neutral run keeps the default's manifest (and its images)
     manifest = dict(generator_version=GENERATOR_VERSION, **{k: v for k, v in opts.items() if k not in KNOBS or v != SYNTH_DEFAULTS[k]})
     mpath = out/"synth.json"
@@ -392,11 +407,17 @@ def generate(out_dir:str|Path, # folder for `records.jsonl`, `images/` and `synt
     if not same:
         for p in (out/"images").glob("synth_*.png"): p.unlink()
         mpath.write_text(json.dumps(manifest, indent=1))
-    for p in (out/"images").glob("*.tmp"): p.unlink()
-    jobs = [(s, i, str(out), opts, same) for s, k in zip(SPLITS, (n_train, n_val, n_test)) for i in range(k)]
+    return same
+
+def _remove_strays(images:Path, jobs:list):
+    "Remove what an interrupted write left (`*.tmp`) and the images of no job (left over from a larger run)."
+    for p in images.glob("*.tmp"): p.unlink()
     keep = {f"synth_{s}_{i:06d}.png" for s, i, *_ in jobs}
-    for p in (out/"images").glob("synth_*.png"):
-        if p.name not in keep: p.unlink()  # left over from a larger run
+    for p in images.glob("synth_*.png"):
+        if p.name not in keep: p.unlink()
+
+def _run_jobs(jobs:list, workers:int, progress:bool) -> list:
+    "`_work` on every job, in order: in a process pool when there are enough jobs to pay for starting it."
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -409,10 +430,14 @@ def generate(out_dir:str|Path, # folder for `records.jsonl`, `images/` and `synt
     else:
         for j in jobs: dicts.append(_work(j)); bar and bar.update()
     if bar: bar.close()
+    return dicts
+
+def _write_records(out:Path, dicts:list, noisy:bool) -> list[Record]:
+    "Write `records.jsonl` and, for noisy joints, `records_true.jsonl` (the pose that was drawn, for evaluation splits); a stale truth file goes."
     recs = [Record(**d) for d, _ in dicts]
     write_jsonl(recs, out/"records.jsonl")
     truth = out/"records_true.jsonl"
-    if keypoint_noise > 0: write_jsonl([Record(**t) for _, t in dicts], truth)  # the pose that was drawn, for evaluation splits
+    if noisy: write_jsonl([Record(**t) for _, t in dicts], truth)
     elif truth.exists(): truth.unlink()
     return recs
 
