@@ -134,7 +134,6 @@ SYNTH_DEFAULTS = dict(  # the one place of the generator's defaults (params.yaml
     subject_only=False,  # true: the same scenes drawn with the subject alone on a plain background (no scene, shapes, bystanders or occluder)
 )
 KNOBS = ("bystander_scale", "bystander_opacity", "bystander_activity", "context_p", "context_test", "keypoint_noise", "subject_only")  # neutral by default
-_SCENE_KEYS = ("max_bystanders", "p_occlude", "p_offframe", "shift", "p_closeup", "jitter", "subject_size") + KNOBS
 KNOB_CHOICES = dict(bystander_activity=("any", "same", "other"), context_test=("random", "reversed"))
 
 def _number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
