@@ -21,9 +21,9 @@ from .replies import ReplyCache
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'DESCRIBE_DEFAULTS', 'DESCRIBE_CHOICES', 'LOOPBACK', 'PIPELINE_EXTRA', 'HUB_LLMS', 'BACKENDS', 'POSE_WORDS',
-           'describe_params', 'with_overrides', 'api_key_for', 'redact', 'request_seed', 'cost_usd', 'Job',
-           'DescribeResult', 'openai_jobs', 'MalformedReply', 'parse_reply', 'require_openai', 'describe_openai',
+__all__ = ['log', 'DESCRIBE_DEFAULTS', 'DESCRIBE_CHOICES', 'LOOPBACK', 'PIPELINE_EXTRA', 'HUB_LLMS', 'LOCAL_FRESH', 'BACKENDS',
+           'POSE_WORDS', 'describe_params', 'with_overrides', 'api_key_for', 'redact', 'request_seed', 'cost_usd',
+           'Job', 'DescribeResult', 'openai_jobs', 'MalformedReply', 'parse_reply', 'require_openai', 'describe_openai',
            'caption_llm', 'describe_hub', 'Describer', 'describe_rules_backend', 'describe_records', 'top_pose_phrases',
            'describe_metrics', 'plot_description_lengths', 'run_describe', 'pose_figure', 'describe_photo']
 
@@ -262,6 +262,8 @@ def _split_files(source:str, config:str, split:str) -> list:
     except Exception: return []
     return [str(f) for f in files.get(split, [])]
 
+LOCAL_FRESH = dict(download_mode="force_redownload")  # a local folder is read anew: `datasets` would serve another folder of the same name from its cache
+
 def _load_hub_split(source:str, config:str, split:str):
     "One split of the released dataset (a Hub id, or a local folder of the same shape) and the files it came from."
     import datasets
@@ -273,9 +275,9 @@ def _load_hub_split(source:str, config:str, split:str):
                 return (dd[split], [str(d / split)]) if split in dd else (None, [])
         for name in ([split] + (["val"] if split == "validation" else [])):
             f = src / config / f"{name}.json"
-            if f.exists(): return datasets.load_dataset("json", data_files=str(f), split="train"), [str(f)]
+            if f.exists(): return datasets.load_dataset("json", data_files=str(f), split="train", **LOCAL_FRESH), [str(f)]
         if not (src / "README.md").exists(): return None, []
-    try: return datasets.load_dataset(source, config, split=split), _split_files(source, config, split)
+    try: return datasets.load_dataset(source, config, split=split, **(LOCAL_FRESH if src.exists() else {})), _split_files(source, config, split)
     except ValueError as e:
         if "split" in str(e).lower(): return None, []
         raise DescribeError(f"{source} ({config}/{split}): could not load the dataset: {e}") from e
@@ -413,7 +415,6 @@ def run_describe(params:dict|str|Path|Config="params.yaml", # a `Config` (its `d
     out = Path(p["out_dir"])
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "cache.jsonl").touch()  # every backend has a cache file (empty for rules): the pipeline persists it
     res = describe_records(records, cache=out / "cache.jsonl", params=p, progress=progress)
     write_descriptions(res.rows, out / "descriptions.jsonl")
     m = describe_metrics(res, p, len(records)); m["seconds"] = round(time.time() - t0, 2)

@@ -106,3 +106,14 @@ def test_dataset_card_configs_report_which_llm_wrote_each_split(tmp_path, caplog
     assert by_id["mpii_0"]["model"] == "gpt-4" and by_id["mpii_4"]["model"] == "gpt-3.5-turbo"
     assert by_id["mpii_4"]["text"] == "gpt-3.5-turbo description of 000000004.jpg"
     assert "'gpt-4': its validation split holds captions written by gpt-3.5-turbo" in caplog.text
+
+
+def test_local_folders_of_the_same_name_are_read_anew(tmp_path):
+    "Two local copies named alike give each its own rows (`datasets` alone would serve the second from the first's cache)."
+    from focusclip.data import Record
+    from focusclip.describe import describe_records
+    recs = [Record("a", "images/000000001.jpg", 8, 8), Record("b", "images/000000002.jpg", 8, 8, split="val")]
+    for i, (train, val) in enumerate([(["000000009.jpg"], ["000000008.jpg"]), (["000000001.jpg"], ["000000002.jpg"])]):
+        root = make_pose_captions(tmp_path / f"copy{i}" / "captions", train, val)
+        res = describe_records(recs, "hub", hub_dataset=str(root), hub_config="gpt-4", progress=False)
+    assert [(r["id"], r["model"]) for r in res.rows] == [("a", "gpt-4"), ("b", "gpt-3.5-turbo")]
