@@ -46,15 +46,18 @@ def new_preset_keys(preset:Params, params:Params) -> set:
         new.add(key)
     return new
 
+def _checked_preset(preset_path:str|Path, params_path:str|Path) -> tuple:
+    "The preset, the checked configuration with it merged in, and the keys it adds under a free mapping: both files read once."
+    preset, params = load_params(preset_path), load_params(params_path)
+    load_config(params)  # the params file's own errors name it
+    cfg = load_config(Params(merge(params, preset), params.path, over=preset))
+    return preset, cfg, new_preset_keys(preset, params)
+
 def read_preset(preset_path:str|Path, # a YAML file of overrides
                 params_path:str|Path="params.yaml", # the params file it applies to
                ) -> tuple[Params, Config]:
     "The preset, and the checked configuration of the params file with the preset merged in."
-    preset, params = load_params(preset_path), load_params(params_path)
-    load_config(params)  # the params file's own errors name it
-    cfg = load_config(Params(merge(params, preset), params.path, over=preset))
-    new_preset_keys(preset, params)
-    return preset, cfg
+    return _checked_preset(preset_path, params_path)[:2]
 
 def resolve(params_path:str|Path="params.yaml", # the params file
             preset_path:str|Path|None=None, # a preset merged over it (None: the file as it is)
@@ -73,8 +76,7 @@ def preset_args(preset_path:str|Path, # a preset YAML of overrides
                 params_path:str|Path="params.yaml", # the params file the overrides apply to
                ) -> list[str]:
     "`dvc exp run` arguments (`-S key=value`, `-S +key=value` for a key the params file does not have yet) for a preset, checked."
-    preset, _ = read_preset(preset_path, params_path)
-    new = new_preset_keys(preset, load_params(params_path))
+    preset, _, new = _checked_preset(preset_path, params_path)
     return [a for k, v in flatten(preset).items() for a in ("-S", f"{'+' * (k in new)}{k}={_arg(v)}")]
 
 def apply_preset(preset_path:str|Path, params_path:str|Path="params.yaml") -> dict:
