@@ -12,6 +12,7 @@ import torch
 from .config import Config, ParamsError, read_config, section, where, base_params, get_device, seed_everything
 from .data import read_jsonl, image_path
 from .model import load_model, create_model_from_params, model_params
+from .views import apply_view, views_params
 from .features import FeatureCache, load_features
 from .metrics import topk_correct, percent
 from .evalsets import EvalSet, synthetic_tasks
@@ -19,8 +20,8 @@ from .evaldata import READERS, SYNTHETIC_SETS, load_eval_sets
 from .zeroshot import TASK_TOPK, DEFAULT_TEMPLATES, encode_images, heatmap_paths, evaluate_zero_shot, save_results
 
 # %% auto #0
-__all__ = ['EVALUATE_DEFAULTS', 'EVALUATE_OPEN', 'evaluate_params', 'cached_encoder', 'fit_probe', 'probe_accuracy',
-           'SyntheticProbes', 'pretrained_model', 'load_trained', 'run_evaluate']
+__all__ = ['EVALUATE_DEFAULTS', 'EVALUATE_OPEN', 'VIEW_FIELDS', 'evaluate_params', 'cached_encoder', 'fit_probe',
+           'probe_accuracy', 'SyntheticProbes', 'pretrained_model', 'load_trained', 'evaluate_views', 'run_evaluate']
 
 # %% ../nbs/07c_evaluate.ipynb #e7c00006
 EVALUATE_DEFAULTS = {
@@ -142,22 +143,21 @@ def _images_key(es:EvalSet):
     if not all(isinstance(i, (str, Path)) for i in es.items): return None
     return (tuple(map(str, es.items)), None if es.boxes is None else tuple(map(lambda b: None if b is None else tuple(b), es.boxes)))
 
-def _set_features(model, es:EvalSet, p:dict, device:str, encode, highlight_dir, seen:dict):
-    "A set's image features: the cache's where it serves the set, else the model's; sets over the same images (the synthetic tasks) share them in `seen`."
+def _set_features(model, es:EvalSet, p:dict, device:str, encode, seen:dict, heatmaps=None, view=None):
+    "A set's image features: the cache's where it serves the set, else the model's (of `view` with `heatmaps`); sets over the same images (the synthetic tasks) share them in `seen`."
     key = _images_key(es)
     if key is not None and key in seen: return seen[key]
     feats = encode(es) if encode is not None else None
-    if feats is None: feats = encode_images(model, es, batch_size=p["batch_size"], device=device, progress=p["progress"],
-                                            heatmaps=heatmap_paths(es, highlight_dir) if highlight_dir is not None else None)
+    if feats is None: feats = encode_images(model, es, batch_size=p["batch_size"], device=device, progress=p["progress"], heatmaps=heatmaps, view=view)
     if key is not None: seen[key] = feats
     return feats
 
-def _evaluate_sets(model, sets:list, p:dict, seed:int, device:str, encode, highlight_dir, probes:SyntheticProbes|None) -> list[dict]:
+def _evaluate_sets(model, sets:list, p:dict, seed:int, device:str, encode, probes:SyntheticProbes|None) -> list[dict]:
     "Each set's zero-shot result, its linear probe beside it (synthetic sets), and the seconds it took."
     results, seen = [], {}
     for es in sets:
         t1 = time.perf_counter()
-        feats = _set_features(model, es, p, device, encode, highlight_dir, seen)
+        feats = _set_features(model, es, p, device, encode, seen)
         r = evaluate_zero_shot(model, es, p["templates"], topk=p["topk"].get(es.task), batch_size=p["batch_size"],
                                bootstrap=p["bootstrap"], seed=seed, device=device, progress=p["progress"],
                                embedding_points=p["embedding_points"], image_features=feats)
@@ -165,12 +165,39 @@ def _evaluate_sets(model, sets:list, p:dict, seed:int, device:str, encode, highl
         r["seconds"] = round(time.perf_counter() - t1, 3); results.append(r)
     return results
 
-def _meta(model_dir:Path, info:dict, device:str, p:dict, seconds:float, highlight_dir) -> dict:
-    "What a results file records beside its results: the model folder and what it says of the model, the device, the params, the time, the view."
+def _meta(model_dir:Path, info:dict, device:str, p:dict, seconds:float, vp:dict|None) -> dict:
+    "What a results file records beside its results: the model folder and what it says of the model, the device, the params (and the views'), the time."
     model = {k: info[k] for k in ("name", "variant", "alpha", "epochs", "steps") if k in info}
     if isinstance(info.get("train"), dict): model["loss"] = info["train"].get("loss")
-    view = {"view": "highlighted", "highlight_dir": str(highlight_dir)} if highlight_dir is not None else {}
-    return {"model_dir": str(model_dir), "model": model, "device": device, "params": p, "seconds": seconds} | view
+    return {"model_dir": str(model_dir), "model": model, "device": device, "params": p, "seconds": seconds} | ({"views": vp} if vp else {})
+
+# %% ../nbs/07c_evaluate.ipynb #e7c00021
+VIEW_FIELDS = ("dataset", "task", "key", "split", "n", "k", "top1", "topk", "correct_top1", "correct_topk")  # what a view's result keeps
+
+def _view_sets(sets:list, vp:dict, hdir:str|Path) -> list:
+    "The sets of the views' split whose every image has a heatmap in `hdir`, with those heatmaps."
+    out = []
+    for es in sets:
+        if es.split != vp["split"] or es.boxes is not None or not all(isinstance(i, (str, Path)) for i in es.items): continue
+        hm = heatmap_paths(es, hdir)
+        if all(h.exists() for h in hm): out.append((es, hm))
+    return out
+
+def evaluate_views(model, sets:list, p:dict, vp:dict, # the model, its evaluation sets, the checked evaluate and views sections
+                   vcache:FeatureCache|None, records:list|None, seed:int, device:str, # the views' cache (None: none), the records it names
+                  ) -> dict:
+    "`<view>/<source>` -> the results (VIEW_FIELDS) of every set shown that view with that source's heatmaps."
+    out, root = {}, Path(p["records"]).parent
+    for source, hdir in vp["sources"].items():
+        shown = _view_sets(sets, vp, hdir)
+        for name in vp["names"] if shown else []:
+            key, seen = f"{name}/{source}", {}
+            encode = cached_encoder(model, vcache.select(key), records, root) if vcache is not None and key in vcache.splits else None
+            view = lambda x, hm, name=name: apply_view(name, x, hm, vp)
+            out[key] = [{f: r[f] for f in VIEW_FIELDS} for r in (
+                evaluate_zero_shot(model, es, p["templates"], topk=p["topk"].get(es.task), bootstrap=0, seed=seed, device=device, progress=False,
+                                   embedding_points=0, image_features=_set_features(model, es, p, device, encode, seen, hm, view)) for es, hm in shown)]
+    return out
 
 # %% ../nbs/07c_evaluate.ipynb #e7c0000f
 def run_evaluate(cfg:Config|dict|str|Path="params.yaml", # a checked `Config` with sections base and evaluate (else read and checked here)
@@ -179,10 +206,10 @@ def run_evaluate(cfg:Config|dict|str|Path="params.yaml", # a checked `Config` wi
                  model_dir:str|Path|None=None, # default models/<variant>
                  out_path:str|Path|None=None, # default results/eval/<variant>.json
                  model=None, # an already loaded model (instead of model_dir)
-                 highlight_dir:str|Path|None=None, # a heatmaps folder: encode each image's highlighted view (the heatmap given at test time), not the plain one
+                 views:bool=True, # also each view of the `views` section (`evaluate_views`)
                 ) -> dict:
-    "Evaluate one trained model on the configured sets and write its results files."
-    cfg = read_config(cfg, base=base_params, evaluate=evaluate_params)
+    "Evaluate one trained model on the configured sets (and views) and write its results files."
+    cfg = read_config(cfg, base=base_params, evaluate=evaluate_params, views=views_params)
     p, device = cfg["evaluate"], get_device(cfg["base"]["device"])
     model_dir = Path(model_dir or f"models/{variant}"); out_path = Path(out_path or f"results/eval/{variant}.json")
     model, info = (model, {}) if model is not None else load_trained(model_dir, variant, device)
@@ -190,11 +217,14 @@ def run_evaluate(cfg:Config|dict|str|Path="params.yaml", # a checked `Config` wi
     records = read_jsonl(p["records"]) if Path(p["records"]).exists() else None  # read once: the synthetic sets, the cache's images, the probes
     sets = load_eval_sets(p["datasets"], p["paths"], p["options"], p["records"], p["split"], where=where(cfg, "evaluate"), loaded=records)
     model.eval()
-    cache = load_features(p["features"]) if p["features"] and highlight_dir is None else None  # the cache holds plain views only
+    cache = load_features(p["features"]) if p["features"] else None
     encode = cached_encoder(model, cache, records, Path(p["records"]).parent)
     probes = SyntheticProbes(encode, p["records"], records) if p["probe"] and encode is not None else None
     t0 = time.perf_counter()
-    results = _evaluate_sets(model, sets, p, seed, device, encode, highlight_dir, probes)
-    meta = _meta(model_dir, info, device, p, round(time.perf_counter() - t0, 3), highlight_dir)
-    save_results(results, out_path, variant, seed, meta)
-    return {"variant": variant, "seed": seed, "json": str(out_path), "csv": str(out_path.with_suffix(".csv")), "results": results, "seconds": meta["seconds"]}
+    results = _evaluate_sets(model, sets, p, seed, device, encode, probes)
+    vp = cfg["views"] if views else None
+    shown = evaluate_views(model, sets, p, vp, load_features(vp["out"]), records, seed, device) if vp else {}
+    meta = _meta(model_dir, info, device, p, round(time.perf_counter() - t0, 3), vp)
+    save_results(results, out_path, variant, seed, meta, shown)
+    return {"variant": variant, "seed": seed, "json": str(out_path), "csv": str(out_path.with_suffix(".csv")), "results": results,
+            "views": shown, "seconds": meta["seconds"]}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05d_features.ipynb #a1f0c001
 from __future__ import annotations
-import hashlib, time
+import hashlib, json, time
 from pathlib import Path
 import torch
 from .config import read_config
@@ -12,10 +12,12 @@ from .data import atomic_write, read_jsonl, image_path, load_image_tensor, load_
 from .heatmaps import load_heatmap_tensor
 from .model import create_model_from_params, model_params
 from .recipe import train_config
+from .views import apply_view, views_params
 
 # %% auto #0
 __all__ = ['FEATURES_VERSION', 'weights_hash', 'prefix_hash', 'text_hash', 'encode_prefix_batches', 'compute_features',
-           'FeatureCache', 'load_features', 'training_texts', 'run_features']
+           'FeatureCache', 'load_features', 'training_texts', 'run_view_features', 'run_features', 'missing_heatmaps',
+           'compute_view_features']
 
 # %% ../nbs/05d_features.ipynb #a1f0c002
 FEATURES_VERSION = 1  # bump when the file layout changes
@@ -44,8 +46,10 @@ def text_hash(model) -> str:
 def encode_prefix_batches(model, # a FocusCLIP whose first `n` trunk modules are frozen
                           records:list, root:str|Path, n:int,
                           heatmaps_dir:str|Path|None=None, # given: the highlighted view (fixed alpha) instead of the plain one
-                          batch_size:int=128, progress:bool=True, desc:str="") -> torch.Tensor:
-    "Prefix activations (N, C, h, w) of records' images (or of their highlighted views), in float16."
+                          batch_size:int=128, progress:bool=True, desc:str="",
+                          view=None, # with `heatmaps_dir`: `view(images, heatmaps)` instead of the model's highlighted view
+                         ) -> torch.Tensor:
+    "Prefix activations (N, C, h, w) of records' images (or of their views), in float16."
     from tqdm.auto import tqdm
     size = model.image_size if isinstance(model.image_size, int) else int(model.image_size[0])
     out = []
@@ -54,7 +58,7 @@ def encode_prefix_batches(model, # a FocusCLIP whose first `n` trunk modules are
         x = torch.stack([load_image_tensor(image_path(r, root), size, r) for r in chunk]).float().div_(255)
         if heatmaps_dir is not None:
             hm = torch.stack([load_heatmap_tensor(Path(heatmaps_dir)/f"{r.id}.png", size) for r in chunk]).float().div_(255)
-            x = model.highlight(x, hm)
+            x = model.highlight(x, hm) if view is None else view(x, hm)
         out.append(model.encode_prefix(x.contiguous(memory_format=torch.channels_last), n).contiguous().half())
     return torch.cat(out) if out else torch.empty(0)
 
@@ -173,6 +177,10 @@ class FeatureCache:
 
     def ids(self, split:str) -> list: return self.doc["ids"].get(split.replace("_highlighted", ""), [])
 
+    def select(self, split:str) -> "FeatureCache":
+        "The cache of one split alone (a view of a views file): what `usable` and lookups by image then see."
+        return FeatureCache({**self.doc, "images": {split: self.doc["images"][split]}, "ids": {split: self.doc["ids"][split]}}, self.path)
+
     def images(self, split:str, index=None) -> torch.Tensor:
         "Prefix activations (float32) of `split` (`train_highlighted`: the highlighted view), all or at `index`."
         x = self.doc["images"][split]
@@ -208,6 +216,16 @@ def training_texts(tcfg:dict, # a checked `train` section
     keep = {r.id for split in ("train", "val") for r in read_jsonl(tcfg["records"], split)}
     return {k: v for k, v in load_descriptions(tcfg["descriptions"]).items() if k in keep}
 
+def run_view_features(params:str|Path="params.yaml", # a `Config` (sections model, views), or a params dict or file (read here)
+                      records_path:str|Path="data/records/records.jsonl", # the records the evaluate stage reads (`evaluate.records`)
+                      progress:bool=True) -> dict:
+    "The view_features stage: cache the frozen parts' activations of every view of the held-out images."
+    cfg = read_config(params)
+    vp = views_params(cfg)
+    doc = compute_view_features(create_model_from_params(model_params(cfg), use_heatmap=True), vp, records_path, vp["out"], progress=progress)
+    for source, why in doc["skipped"].items(): print(f"views with {source} heatmaps not cached: {why}")
+    return dict(path=vp["out"], views={k: int(v.shape[0]) for k, v in doc["images"].items()}, skipped=doc["skipped"], seconds=doc["t"])
+
 def run_features(params:str|Path="params.yaml", # a `Config` (sections model, train), or a params dict or file (read here)
                  progress:bool=True) -> dict:
     "The features stage: cache the frozen parts' activations for the configured model, data and descriptions."
@@ -219,3 +237,46 @@ def run_features(params:str|Path="params.yaml", # a `Config` (sections model, tr
     doc = compute_features(model, tcfg["records"], out, training_texts(tcfg), hdir, progress=progress)
     return dict(path=str(out), prefix=doc["prefix"], splits={k: int(v.shape[0]) for k, v in doc["images"].items()},
                 texts=len(doc.get("texts", [])), seconds=doc["t"])
+
+# %% ../nbs/05d_features.ipynb #a1f0c011
+def missing_heatmaps(records:list, heatmaps_dir:str|Path) -> str|None:
+    "Why a heatmaps folder cannot serve the records (None when it holds a heatmap of each)."
+    d = Path(heatmaps_dir)
+    if not d.is_dir(): return f"{d}: no such folder"
+    missing = [r.id for r in records if not (d/f"{r.id}.png").exists()]
+    return f"{d}: no heatmap of {len(missing)} of {len(records)} images (e.g. {missing[0]})" if missing else None
+
+def _view_settings(vp:dict) -> str:
+    "A digest of the settings that change a view's pixels (not which views, sources or split are measured)."
+    keep = {k: v for k, v in vp.items() if k not in ("names", "sources", "split", "out")}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:8]
+
+def _cache_views(doc:dict, model, recs:list, root:Path, n:int, vp:dict, batch_size:int, progress:bool, store):
+    "Into `doc`: the prefix activations of every view of `recs`' images, per heatmap source that serves them."
+    ph, files = prefix_hash(model, n), [image_path(r, root) for r in recs]
+    doc["prefix_hash"] = ph
+    for source, hdir in vp["sources"].items():
+        if why := missing_heatmaps(recs, hdir): doc["skipped"][source] = why; continue
+        pairs = [(f, Path(hdir)/f"{r.id}.png") for f, r in zip(files, recs)]
+        for name in vp["names"]:
+            view = lambda x, hm, name=name: apply_view(name, x, hm, vp)
+            enc = lambda idx, view=view: encode_prefix_batches(model, [recs[i] for i in idx], root, n, hdir, batch_size, progress, f"prefix {name}/{source}", view)
+            doc["images"][f"{name}/{source}"] = _rows(store, f"view_{ph}_{name}_{_view_settings(vp)}", pairs, enc, f"{name}/{source}")
+            doc["ids"][f"{name}/{source}"] = [r.id for r in recs]
+
+def compute_view_features(model, # a FocusCLIP built from the `model` params (its frozen parts are the pretrained ones)
+                          vp:dict, # a checked `views` section: split, names, sources and the views' settings
+                          records_path:str|Path, # the records file (`evaluate.records`) whose split is shown
+                          out_path:str|Path, # the views file (.pt), written atomically
+                          batch_size:int=128, progress:bool=True,
+                          store=None, # rows computed before (`focusclip.study.Store`)
+                         ) -> dict:
+    "Compute and save the frozen-prefix activations of the split's images under every view and heatmap source."
+    model = model.eval().to(memory_format=torch.channels_last)
+    n, rpath, t0 = model.frozen_prefix(), Path(records_path), time.perf_counter()
+    doc = dict(version=FEATURES_VERSION, prefix=n, image_size=model.image_size, images={}, ids={}, t={}, skipped={}, views=dict(vp))
+    if n == 0: doc["skipped"]["all"] = "the model freezes no image layer: no activations to share between runs"
+    else: _cache_views(doc, model, read_jsonl(rpath, vp["split"]), rpath.parent, n, vp, batch_size, progress, store)
+    doc["t"]["images"] = round(time.perf_counter() - t0, 2)
+    with atomic_write(out_path) as tmp: torch.save(doc, tmp)
+    return doc

@@ -20,7 +20,7 @@ VIEWS_DEFAULTS = {
     "names": ["highlight", "highlight0", "blur", "gray", "crop", "ellipse"],  # measured beside plain; highlight<NN>: alpha NN/100
     "sources": {"given": "data/heatmaps", "predicted": "data/heatmaps_predicted"},  # heatmap source -> its folder of <record id>.png
     "split": "test",  # the records' split whose views are measured (the held-out style)
-    "out": "data/features/views.pt",  # the views' cached frozen-prefix activations (view_features stage)
+    "out": "data/views/features.pt",  # the views' cached frozen-prefix activations (view_features stage)
     "blur_sigma": 0.04,  # the blur's std outside the subject, fraction of the side
     "box_level": 0.1,  # heatmap level that bounds the subject's box (crop, ellipse)
     "margin": 0.15,  # crop and ellipse: the subject's box grows by this fraction of its side on each side

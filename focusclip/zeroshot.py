@@ -73,7 +73,8 @@ def encode_images(model, # has `encode_image`, `image_size`
                   device:str|None=None, # default: the model's device
                   progress:bool=True, # show a tqdm bar
                   num_threads:int=4, # threads that read images while the model runs
-                  heatmaps:Sequence|None=None, # one heatmap PNG per item: encode the highlighted view `model.highlight(image, heatmap)` instead
+                  heatmaps:Sequence|None=None, # one heatmap PNG per item: encode each item's view instead (by default the highlighted `model.highlight(image, heatmap)`)
+                  view=None, # with `heatmaps`: `view(images, heatmaps)` gives what is encoded (e.g. a view of `focusclip.views`)
                  ):
     "L2-normalised image embeddings (N, dim) as a float tensor on CPU."
     import torch
@@ -94,7 +95,7 @@ def encode_images(model, # has `encode_image`, `image_size`
             ix = range(start, min(start + batch_size, len(eval_set)))
             x = torch.from_numpy(np.stack(list(pool.map(load, ix)))).permute(0, 3, 1, 2).contiguous().float().div_(255).to(device)
             if heatmaps is not None:  # the subject-focused view
-                x = model.highlight(x, torch.stack(list(pool.map(load_heat, ix))).float().div_(255).to(device))
+                x = (view or model.highlight)(x, torch.stack(list(pool.map(load_heat, ix))).float().div_(255).to(device))
             out.append(model.encode_image(x, normalize=True).float().cpu())
             bar.update(len(ix))
         bar.close()
@@ -205,11 +206,12 @@ def save_results(results:list[dict], # dicts from `evaluate_zero_shot`
                  variant:str="", # the model variant, e.g. `clip`, `focusclip`
                  seed:int|None=None, # the training seed
                  meta:dict|None=None, # anything else worth keeping (model folder, params)
+                 views:dict|None=None, # `<view>/<source>` -> results of the sets shown that view (`focusclip.evaluate.evaluate_views`)
                 ) -> tuple[Path, Path]:
-    "Write `{variant, seed, meta, results}` as JSON and the per-set rows as CSV (both atomically)."
+    "Write `{variant, seed, meta, results[, views]}` as JSON and the per-set rows (plain views) as CSV (both atomically)."
     path = Path(path)
     clean = [{k: v for k, v in r.items() if k != "logits"} for r in results]
-    doc = {"variant": variant, "seed": seed, "meta": _jsonable(meta or {}), "results": clean}
+    doc = {"variant": variant, "seed": seed, "meta": _jsonable(meta or {}), "results": clean} | ({"views": views} if views else {})
     with atomic_write(path) as tmp: tmp.write_text(json.dumps(doc, indent=1))
     cpath = path.with_suffix(".csv")
     with atomic_write(cpath) as tmp, tmp.open("w", newline="") as f:
