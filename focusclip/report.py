@@ -505,7 +505,9 @@ def make_report(results_dir:str|Path="results/eval", # folder of results files
     lines += [f"![{f.stem}](figures/{f.name})" if Path(figures_dir).resolve().parent == Path(out_md).resolve().parent else f"- {f}" for f in figs if f.suffix == ".png"]
     out_md = Path(out_md); out_md.parent.mkdir(parents=True, exist_ok=True); out_md.write_text("\n".join(lines) + "\n")
     table_csv(t, out_csv)
-    metrics = {**report_metrics(t, abl), **{k: v for k, v in summary.items() if k != "headline"}, "headline": {**report_metrics(t, abl)["headline"], **summary.get("headline", {})}}
+    metrics = report_metrics(t, abl)
+    if summary["tasks"]:  # the embedded benchmark's sets are there: its numbers, and its headline beside the report's
+        metrics = {**metrics, **{k: v for k, v in summary.items() if k != "headline"}, "headline": {**metrics["headline"], **summary["headline"]}}
     mp = Path(metrics_path); mp.parent.mkdir(parents=True, exist_ok=True)
     mp.write_text(json.dumps(metrics, indent=1))
     return {"table": t, "ablation": abl, "markdown": out_md, "csv": Path(out_csv), "metrics": metrics, "figures": figs, "summary": summary}

@@ -39,8 +39,8 @@ def kernel_env(monkeypatch, tmp_path):
 
 
 def papermill(workdir: Path, out: Path):
-    "Run the stage as DVC does (papermill CLI, -k python3); returns the combined log."
-    cmd = [sys.executable, "-m", "papermill", "-k", "python3", str(ROOT / "stages" / "describe.ipynb"), str(out),
+    "Run the stage as DVC does (papermill CLI, -k python3, the package engine); returns the combined log."
+    cmd = [sys.executable, "-m", "papermill", "-k", "python3", "--engine", "focusclip", str(ROOT / "stages" / "describe.ipynb"), str(out),
            "-p", "params_path", "params.yaml", "--cwd", str(workdir)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     log = r.stdout + r.stderr

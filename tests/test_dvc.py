@@ -2,11 +2,15 @@
 
 The status tests run on a copy of the pipeline whose outputs are placeholders recorded with `dvc commit` (what a
 reproduced pipeline looks like to `dvc status`, in seconds instead of minutes), then change one parameter each."""
-import ast, json, os, shutil, subprocess, sys
+import ast, json, os, re, shutil, subprocess, sys
 from pathlib import Path
 import pytest
+import nbformat
 import yaml
 from conftest import ROOT
+from focusclip.config import read_config
+from focusclip.recipe import train_config
+from focusclip.report import report_params, run_files
 
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 STAGES = DVC_YAML["stages"]
@@ -67,6 +71,40 @@ def test_training_curves_declared_as_plots_for_every_run():
         assert {str(Path(f).parents[3]) for f in props["y"]} == runs, pid
         for f, col in props["y"].items(): assert Path(f).stem == col
 
+
+PAPERMILL = "papermill -k python3 --engine focusclip"  # the package's engine: the kernel on Unix sockets (focusclip/engine.py)
+
+
+@pytest.mark.parametrize("where, name, st", ALL_STAGES, ids=[f"{w.name}:{n}" for w, n, _ in ALL_STAGES])
+def test_every_stage_runs_papermill_with_the_package_engine(where, name, st):
+    assert PAPERMILL in " ".join(st["cmd"].split()), f"{name}: {st['cmd']}"
+
+
+def test_a_stage_kernel_starts_without_the_plain_tcp_warning(tmp_path):
+    "The stages' papermill command on a one-cell notebook: the kernel reports IPC transport, and nothing warns of plain-text TCP."
+    cell = nbformat.v4.new_code_cell("from ipykernel.kernelapp import IPKernelApp\nprint(IPKernelApp.instance().transport)")
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), tmp_path / "one.ipynb")
+    r = subprocess.run([sys.executable, "-m", *PAPERMILL.split(), "--log-level", "WARNING", "one.ipynb", "out.ipynb"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "without encryption" not in r.stderr + r.stdout, r.stderr
+    assert nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs[0]["text"].strip() == "ipc"
+
+
+def out_path(cmd: str, item: dict) -> str:
+    "The `-p out_path` a stage command hands its notebook, with `${item.*}` filled in."
+    p = re.search(r"-p out_path (\S+)", cmd)[1]
+    for k, v in item.items(): p = p.replace(f"${{item.{k}}}", str(v))
+    return p
+
+
+def test_report_reads_exactly_the_files_the_evaluate_stages_write():
+    "The evaluate stages' `out_path` for the params' variants x seeds (and the pretrained towers) are `run_files`' names, as the report stage builds them."
+    cfg = read_config(ROOT / "params.yaml", report=report_params, train=train_config)
+    variants, seeds = cfg["train"]["variants"], cfg["train"]["seeds"]
+    written = [out_path(STAGES["evaluate"]["cmd"], dict(variant=v, seed=s)) for v in variants for s in seeds]
+    written.append(out_path(STAGES["evaluate_pretrained"]["cmd"], {}))
+    assert written == [str(f) for f in run_files(cfg["report"]["results_dir"], variants, seeds)]
 
 # ---- dvc status on a committed copy ----------------------------------------------------------------
 

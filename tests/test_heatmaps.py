@@ -291,7 +291,7 @@ def test_stage_notebook(tmp_path):
     (tmp_path / "data/heatmaps").mkdir(); (tmp_path / "data/heatmaps/old.png").write_bytes(b"x")
     (tmp_path / "params.yaml").write_text("heatmaps:\n  size: 24\n  blend: max\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    subprocess.run([sys.executable, "-m", "papermill", "-k", "python3", str(ROOT / "stages/heatmaps.ipynb"), "out.ipynb",
+    subprocess.run([sys.executable, "-m", "papermill", "-k", "python3", "--engine", "focusclip", str(ROOT / "stages/heatmaps.ipynb"), "out.ipynb",
                     "-p", "params_path", "params.yaml"], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
     pngs = sorted(p.name for p in (tmp_path / "data/heatmaps").glob("*.png"))
     assert pngs == ["img0.png", "img1.png", "img2.png", "img3.png"]  # the stale one is gone
@@ -299,11 +299,11 @@ def test_stage_notebook(tmp_path):
     assert im.mode == "L" and im.size == (24, 24)
     np.testing.assert_allclose(load_heatmap(tmp_path / "data/heatmaps/img2.png") / 255, record_heatmap(recs[2], 24, blend="max"), atol=0.5 / 255 + 1e-6)
     assert not (tmp_path / "results/figures/heatmaps_grid.png").exists()  # the figure is its own stage
-    subprocess.run([sys.executable, "-m", "papermill", "-k", "python3", str(ROOT / "stages/heatmap_figure.ipynb"), "fig.ipynb",
+    subprocess.run([sys.executable, "-m", "papermill", "-k", "python3", "--engine", "focusclip", str(ROOT / "stages/heatmap_figure.ipynb"), "fig.ipynb",
                     "-p", "params_path", "params.yaml"], cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
     assert Image.open(tmp_path / "results/figures/heatmaps_grid.png").size[0] > 100
     (tmp_path / "params.yaml").write_text("heatmaps:\n  parts: [head, tail]\n")
-    r = subprocess.run([sys.executable, "-m", "papermill", "-k", "python3", str(ROOT / "stages/heatmaps.ipynb"), "out2.ipynb"],
+    r = subprocess.run([sys.executable, "-m", "papermill", "-k", "python3", "--engine", "focusclip", str(ROOT / "stages/heatmaps.ipynb"), "out2.ipynb"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "params.yaml:heatmaps.parts: unknown body part(s) ['tail']" in r.stdout + r.stderr
 

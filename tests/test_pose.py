@@ -301,7 +301,7 @@ def test_data_stage_with_images_source(estimator, shared, tmp_path, monkeypatch)
     (tmp_path / "params.yaml").write_text(f"base:\n  seed: 42\ndata:\n  source: images\n  out_dir: data/records\n"
                                           f"  images:\n    root: {photos}\n")
     monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    cmd = [sys.executable, "-m", "papermill", "-k", "python3", str(ROOT / "stages" / "data.ipynb"), str(tmp_path / "out.ipynb"),
+    cmd = [sys.executable, "-m", "papermill", "-k", "python3", "--engine", "focusclip", str(ROOT / "stages" / "data.ipynb"), str(tmp_path / "out.ipynb"),
            "-p", "params_path", "params.yaml", "--cwd", str(tmp_path)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]

@@ -112,7 +112,7 @@ def test_evaluate_and_report_stages(tmp_path):
                                           "report:\n  headline_rule: paper\n")
     (tmp_path / "results/notebooks").mkdir(parents=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    pm = [sys.executable, "-m", "papermill", "-k", "python3", "--cwd", str(tmp_path)]
+    pm = [sys.executable, "-m", "papermill", "-k", "python3", "--engine", "focusclip", "--cwd", str(tmp_path)]
     runs = [("clip", 5), ("clip", 6), ("focusclip", 5), ("focusclip", 6), ("pretrained", None)]  # as dvc.yaml's evaluate@ matrix and evaluate_pretrained
     for v, s in runs:
         args = ["-p", "variant", v, "-p", "out_path", f"results/eval/{v}.json" if s is None else f"results/eval/{v}_seed_{s}.json"]
