@@ -188,9 +188,9 @@ def evaluate_views(model, sets:list, p:dict, vp:dict, # the model, its evaluatio
                   ) -> dict:
     "`<view>/<source>` -> the results (VIEW_FIELDS) of every set shown that view with that source's heatmaps."
     out, root = {}, Path(p["records"]).parent
-    for source, hdir in vp["sources"].items():
-        shown = _view_sets(sets, vp, hdir)
-        for name in vp["names"] if shown else []:
+    for source, e in vp["sources"].items():
+        shown = _view_sets(sets, vp, e["dir"])
+        for name in e["views"] if shown else []:
             key, seen = f"{name}/{source}", {}
             encode = cached_encoder(model, vcache.select(key), records, root) if vcache is not None and key in vcache.splits else None
             view = lambda x, hm, name=name: apply_view(name, x, hm, vp)

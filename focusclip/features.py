@@ -248,24 +248,25 @@ def missing_heatmaps(records:list, heatmaps_dir:str|Path) -> str|None:
 
 def _view_settings(vp:dict) -> str:
     "A digest of the settings that change a view's pixels (not which views, sources or split are measured)."
-    keep = {k: v for k, v in vp.items() if k not in ("names", "sources", "split", "out")}
+    keep = {k: v for k, v in vp.items() if k not in ("sources", "split", "out")}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:8]
 
 def _cache_views(doc:dict, model, recs:list, root:Path, n:int, vp:dict, batch_size:int, progress:bool, store):
     "Into `doc`: the prefix activations of every view of `recs`' images, per heatmap source that serves them."
     ph, files = prefix_hash(model, n), [image_path(r, root) for r in recs]
     doc["prefix_hash"] = ph
-    for source, hdir in vp["sources"].items():
+    for source, e in vp["sources"].items():
+        hdir = e["dir"]
         if why := missing_heatmaps(recs, hdir): doc["skipped"][source] = why; continue
         pairs = [(f, Path(hdir)/f"{r.id}.png") for f, r in zip(files, recs)]
-        for name in vp["names"]:
+        for name in e["views"]:
             view = lambda x, hm, name=name: apply_view(name, x, hm, vp)
             enc = lambda idx, view=view: encode_prefix_batches(model, [recs[i] for i in idx], root, n, hdir, batch_size, progress, f"prefix {name}/{source}", view)
             doc["images"][f"{name}/{source}"] = _rows(store, f"view_{ph}_{name}_{_view_settings(vp)}", pairs, enc, f"{name}/{source}")
             doc["ids"][f"{name}/{source}"] = [r.id for r in recs]
 
 def compute_view_features(model, # a FocusCLIP built from the `model` params (its frozen parts are the pretrained ones)
-                          vp:dict, # a checked `views` section: split, names, sources and the views' settings
+                          vp:dict, # a checked `views` section: split, sources (folders and views) and the views' settings
                           records_path:str|Path, # the records file (`evaluate.records`) whose split is shown
                           out_path:str|Path, # the views file (.pt), written atomically
                           batch_size:int=128, progress:bool=True,

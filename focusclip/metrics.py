@@ -9,7 +9,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['percent', 'topk_correct', 'accuracy', 'confusion_matrix', 'per_class_accuracy', 'balanced_accuracy', 'bootstrap_ci',
-           'recall_at_k']
+           'item_correct', 'paired_difference', 'recall_at_k']
 
 # %% ../nbs/05f_metrics.ipynb #f5a00006
 def percent(x) -> float|None:
@@ -91,6 +91,42 @@ def bootstrap_ci(correct, # boolean (N,): item counted as correct
             stats.append(np.nanmean(np.where(cnt > 0, hit / np.maximum(cnt, 1), np.nan), axis=1))
     s = np.concatenate(stats); a = (1 - level) / 2
     return (float(np.quantile(s, a)), float(np.quantile(s, 1 - a)))
+
+# %% ../nbs/05f_metrics.ipynb #f5a00011
+def item_correct(doc:dict, key:str, which:str="topk") -> np.ndarray|None:
+    "A results document's per-item correctness (0/1 array) on `key`, or None when it has none."
+    for r in doc["results"]:
+        if (r.get("key") or f"{r['task']}/{r['dataset']}") == key and r.get(f"correct_{which}"):
+            return np.frombuffer(r[f"correct_{which}"].encode(), dtype=np.uint8) - ord("0")
+    return None
+
+def paired_difference(docs:list[dict], # results documents of both variants (several seeds)
+                      keys:Sequence[str], # the headline's sets, one per task (e.g. activity/synthetic, age/synthetic, ...)
+                      baseline:str="clip", method:str="focusclip",
+                      n_boot:int=2000, seed:int=0) -> dict:
+    "The headline difference `method - baseline` (mean of the per-task differences, paired by seed and item) with a 95% interval from a two-level bootstrap: seeds, then items."
+    seeds = sorted({d["seed"] for d in docs if d["variant"] == baseline} & {d["seed"] for d in docs if d["variant"] == method})
+    if not seeds: raise ValueError(f"no seed has results for both {baseline!r} and {method!r}")
+    by = {(d["variant"], d["seed"]): d for d in docs}
+    C = {}  # key -> (S, 2, n) correctness
+    for k in keys:
+        arrs = [[item_correct(by[(v, s)], k) for v in (baseline, method)] for s in seeds]
+        if any(a is None for pair in arrs for a in pair): return {}
+        C[k] = np.asarray(arrs, dtype=np.float64)
+    per_seed = np.mean([[C[k][i, 1].mean() - C[k][i, 0].mean() for k in keys] for i in range(len(seeds))], axis=1) * 100
+    rng = np.random.default_rng(seed); boots = np.empty(n_boot)
+    for b in range(n_boot):
+        sidx = rng.integers(0, len(seeds), len(seeds))
+        d = []
+        for k in keys:
+            n = C[k].shape[2]; iidx = rng.integers(0, n, n)
+            sub = C[k][sidx][:, :, iidx].mean(2)  # (S, 2)
+            d.append((sub[:, 1] - sub[:, 0]).mean())
+        boots[b] = np.mean(d) * 100
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"diff": float(per_seed.mean()), "diff_ci95": [float(lo), float(hi)], "per_seed": per_seed.tolist(), "seeds": seeds,
+            "significant": bool(lo > 0 or hi < 0), "method": "two-level bootstrap (seeds, then test items), paired"}
+
 
 # %% ../nbs/05f_metrics.ipynb #8ee52440
 def recall_at_k(sim, # (images, texts) similarities, a torch tensor

@@ -9,15 +9,17 @@ from pathlib import Path
 from typing import Iterable, Sequence
 import numpy as np
 from .config import section
+from .metrics import paired_difference
+from .focus import views_summary
 from .zeroshot import load_results
 
 # %% auto #0
 __all__ = ['HEADLINE_RULES', 'PAPER_TABLE', 'NAMES', 'LABELS', 'SPLIT_DATASETS', 'REPORT_DEFAULTS', 'REPORT_CHOICES', 'rule_for',
            'headline', 'shown_diff', 'run_files', 'load_all', 'results_frame', 'paper_docs', 'summarise',
            'headline_by_seed', 'comparison_table', 'markdown_table', 'table_markdown', 'table_csv', 'ablation_table',
-           'ablation_markdown', 'paired_difference', 'benchmark_summary', 'benchmark_section', 'summary_markdown',
-           'save_figure', 'plot_bars', 'plot_confusions', 'plot_per_class', 'plot_embeddings', 'report_params',
-           'report_metrics', 'make_report']
+           'ablation_markdown', 'benchmark_summary', 'benchmark_section', 'summary_markdown', 'save_figure',
+           'plot_bars', 'plot_confusions', 'plot_per_class', 'plot_embeddings', 'views_markdown', 'plot_views',
+           'report_params', 'report_metrics', 'make_report']
 
 # %% ../nbs/08_report.ipynb #2fe33637
 HEADLINE_RULES = {
@@ -260,40 +262,6 @@ def ablation_markdown(t) -> str:
 # %% ../nbs/08_report.ipynb #5b3c1e01
 SPLIT_DATASETS = {"test": "synthetic", "val": "synthetic_val"}  # the embedded benchmark's splits: held-out style, training style
 
-def _correct(doc:dict, key:str, which:str="topk") -> np.ndarray|None:
-    "A results document's per-item correctness (0/1 array) on `key`, or None when it has none."
-    for r in doc["results"]:
-        if (r.get("key") or f"{r['task']}/{r['dataset']}") == key and r.get(f"correct_{which}"):
-            return np.frombuffer(r[f"correct_{which}"].encode(), dtype=np.uint8) - ord("0")
-    return None
-
-def paired_difference(docs:list[dict], # results documents of both variants (several seeds)
-                      keys:Sequence[str], # the headline's sets, one per task (e.g. activity/synthetic, age/synthetic, ...)
-                      baseline:str="clip", method:str="focusclip",
-                      n_boot:int=2000, seed:int=0) -> dict:
-    "The headline difference `method - baseline` (mean of the per-task differences, paired by seed and item) with a 95% interval from a two-level bootstrap: seeds, then items."
-    seeds = sorted({d["seed"] for d in docs if d["variant"] == baseline} & {d["seed"] for d in docs if d["variant"] == method})
-    if not seeds: raise ValueError(f"no seed has results for both {baseline!r} and {method!r}")
-    by = {(d["variant"], d["seed"]): d for d in docs}
-    C = {}  # key -> (S, 2, n) correctness
-    for k in keys:
-        arrs = [[_correct(by[(v, s)], k) for v in (baseline, method)] for s in seeds]
-        if any(a is None for pair in arrs for a in pair): return {}
-        C[k] = np.asarray(arrs, dtype=np.float64)
-    per_seed = np.mean([[C[k][i, 1].mean() - C[k][i, 0].mean() for k in keys] for i in range(len(seeds))], axis=1) * 100
-    rng = np.random.default_rng(seed); boots = np.empty(n_boot)
-    for b in range(n_boot):
-        sidx = rng.integers(0, len(seeds), len(seeds))
-        d = []
-        for k in keys:
-            n = C[k].shape[2]; iidx = rng.integers(0, n, n)
-            sub = C[k][sidx][:, :, iidx].mean(2)  # (S, 2)
-            d.append((sub[:, 1] - sub[:, 0]).mean())
-        boots[b] = np.mean(d) * 100
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return {"diff": float(per_seed.mean()), "diff_ci95": [float(lo), float(hi)], "per_seed": per_seed.tolist(), "seeds": seeds,
-            "significant": bool(lo > 0 or hi < 0), "method": "two-level bootstrap (seeds, then test items), paired"}
-
 def benchmark_summary(docs:list[dict], # every results document (variants x seeds, and `pretrained` for the probe of the untrained tower)
                       baseline:str="clip", method:str="focusclip") -> dict:
     "The embedded benchmark's numbers per task and split, CLIP vs FocusCLIP, with chance, probe ceilings and the paired headline difference."
@@ -428,6 +396,31 @@ def plot_embeddings(docs, key:str, variants:Sequence[str], stem, formats=("png",
     if axes[0][-1].get_legend(): sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1, 1), fontsize=7)
     return save_figure(fig, Path(stem), formats)
 
+# %% ../nbs/08_report.ipynb #5b3c1e11
+def views_markdown(vs:dict, # from `focusclip.focus.views_summary`
+                   baseline:str="clip", method:str="focusclip") -> str:
+    "Per view and heatmap source: each model's headline and its difference to plain `baseline` [95%] (* where the interval excludes 0)."
+    rows = {}
+    for key, e in vs.items(): model, view, source = key.split("/"); rows.setdefault((view, source), {})[model] = e
+    f = lambda e: "–" if e is None else f"{e['headline']:.2f}"
+    g = lambda e: "–" if e is None else f"{e['diff']:+.2f} [{e['diff_ci95'][0]:+.2f}, {e['diff_ci95'][1]:+.2f}]" + (" *" if e["significant"] else "")
+    b, m = LABELS.get(baseline, baseline), LABELS.get(method, method)
+    return markdown_table(["view", "heatmaps", b, f"{b} − plain {b} [95%]", m, f"{m} − plain {b} [95%]"],
+                          [[v, s, f(r.get(baseline)), g(r.get(baseline)), f(r.get(method)), g(r.get(method))] for (v, s), r in rows.items()])
+
+def plot_views(vs:dict, stem:str|Path, baseline:str="clip", method:str="focusclip", formats=("png", "svg")) -> list[Path]:
+    "Each view's difference to plain `baseline` with its 95% interval, one marker per model."
+    import matplotlib.pyplot as plt
+    labels = list(dict.fromkeys(k.split("/", 1)[1] for k in vs))
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(labels) + 1.2))
+    for j, model in enumerate((baseline, method)):
+        pts = [(i + (j - 0.5) * 0.3, e) for i, l in enumerate(labels) if (e := vs.get(f"{model}/{l}"))]
+        ax.errorbar([e["diff"] for _, e in pts], [y for y, _ in pts], fmt="o", color=f"C{j}", capsize=2, label=LABELS.get(model, model),
+                    xerr=[[e["diff"] - e["diff_ci95"][0] for _, e in pts], [e["diff_ci95"][1] - e["diff"] for _, e in pts]])
+    ax.axvline(0, color="k", lw=0.8); ax.set_yticks(range(len(labels)), labels, fontsize=8); ax.invert_yaxis(); ax.legend(fontsize=8)
+    ax.set_xlabel(f"headline − plain {LABELS.get(baseline, baseline)} (points, 95% interval)"); ax.set_title("Focus at test time", fontsize=9)
+    return save_figure(fig, Path(stem), formats)
+
 # %% ../nbs/08_report.ipynb #ed56a7b9
 REPORT_DEFAULTS = {
     "headline_rule": "paper",  # paper (the paper's datasets, or the synthetic tasks when only those are there) | all
@@ -477,10 +470,11 @@ def make_report(results_dir:str|Path="results/eval", # folder of results files
     docs = load_all(results_dir, runs)
     summary = benchmark_summary(docs, p["baseline"], p["method"])
     docs = [d for d in docs if d["variant"] != "pretrained"]  # the untrained tower: its probe only (in the summary)
+    tv = views_summary(docs, [f"{t}/synthetic" for t in summary["tasks"]], p["baseline"], p["method"]) if any(d.get("views") for d in docs) else {}
     df = results_frame(docs)
     t = comparison_table(df, p["baseline"], p["method"], p["headline_rule"])
     abl = ablation_table(df, p["ablations"] or None, p["baseline"], p["headline_rule"])
-    fd = Path(figures_dir); fmts = tuple(p["formats"]); figs = plot_bars(t, fd/"zeroshot_bars", fmts)
+    fd = Path(figures_dir); fmts = tuple(p["formats"]); figs = plot_bars(t, fd/"zeroshot_bars", fmts) + (plot_views(tv, fd/"test_views", p["baseline"], p["method"], fmts) if tv else [])
     keys = p["figure_sets"] or sorted({k for k in df.key if k.endswith("/synthetic")} or
                                       ({next((k for k in df.key if k.startswith("activity/")), df.key.iloc[0])}))
     vs = [p["baseline"], p["method"]]
@@ -497,6 +491,9 @@ def make_report(results_dir:str|Path="results/eval", # folder of results files
              f"Cells: mean ± std over seeds when a variant has several runs, else the value [bootstrap 95% CI]. "
              f"Seeds per variant: {', '.join(f'{v} {n}' for v, n in sorted(seeds.items()))}. Differences are between the shown values.", "",
              *(benchmark_section(summary, p["baseline"], p["method"]) if summary["tasks"] else []),
+             *(["## Focus at test time", "", "The held-out images shown with the subject marked (`params.yaml` `views`), beside plain: each model's "
+                "headline and its difference to plain CLIP, paired by seed and item (* : the 95% interval excludes 0). Heatmaps `given` come from the "
+                "records' joints, `predicted` from the subject stage (no joints).", "", views_markdown(tv, p["baseline"], p["method"]), ""] if tv else []),
              "## In the paper's layout", "",
              table_markdown(t), "", "Chance levels (in the `chance` column): 100/n for top-1 and 100·k/n for top-k, n = number of classes: "
              + "; ".join(f"{NAMES.get(r.dataset, r.dataset)} {r.task} {r.chance:.2f}% (top-{int(r.k)})" for r in chance.itertuples() if r.chance is not None and np.isfinite(r.chance)) + ".", "",
@@ -508,6 +505,7 @@ def make_report(results_dir:str|Path="results/eval", # folder of results files
     metrics = report_metrics(t, abl)
     if summary["tasks"]:  # the embedded benchmark's sets are there: its numbers, and its headline beside the report's
         metrics = {**metrics, **{k: v for k, v in summary.items() if k != "headline"}, "headline": {**metrics["headline"], **summary["headline"]}}
+    if tv: metrics["test_views"] = _nice(tv)
     mp = Path(metrics_path); mp.parent.mkdir(parents=True, exist_ok=True)
     mp.write_text(json.dumps(metrics, indent=1))
     return {"table": t, "ablation": abl, "markdown": out_md, "csv": Path(out_csv), "metrics": metrics, "figures": figs, "summary": summary}

@@ -17,7 +17,8 @@ from .model import create_model_from_params, load_model, model_params
 from .features import compute_features, training_texts
 from .train import train
 from .evaluate import run_evaluate
-from .report import markdown_table, paired_difference, save_figure
+from .metrics import paired_difference
+from .report import markdown_table, save_figure
 
 # %% auto #0
 __all__ = ['STUDY_VERSION', 'ROWS', 'ROW_LABELS', 'HEADLINE_KEYS', 'STUDY_DEFAULTS', 'SOURCES', 'DIFFS', 'load_study',

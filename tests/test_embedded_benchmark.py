@@ -118,7 +118,7 @@ def _doc(variant, seed, correct):
 
 
 def test_paired_difference_interval():
-    from focusclip.report import paired_difference
+    from focusclip.metrics import paired_difference
     keys = ["activity/synthetic", "age/synthetic", "emotion/synthetic"]
     rng = np.random.default_rng(0)
     base = {s: rng.random(200) < 0.4 for s in (1, 2, 3)}
