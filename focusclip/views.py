@@ -5,15 +5,19 @@
 # %% ../nbs/03b_views.ipynb #526d0001
 from __future__ import annotations
 import re
+from typing import Sequence
+import numpy as np
 import torch
 from torchvision.ops import roi_align
 from torchvision.transforms.functional import gaussian_blur, rgb_to_grayscale
 from .config import Config, ParamsError, section, where
-from .heatmaps import highlight
+from .data import Person, Record
+from .heatmaps import highlight, record_heatmap
 
 # %% auto #0
-__all__ = ['VIEWS_DEFAULTS', 'BASE_VIEWS', 'SOURCES', 'VIEW_FUNCTIONS', 'parse_view', 'view_name', 'view_key', 'views_params',
-           'subject_boxes', 'apply_view']
+__all__ = ['VIEWS_DEFAULTS', 'BASE_VIEWS', 'SOURCES', 'VIEW_FUNCTIONS', 'DEFAULT_VIEW', 'SUBJECTS', 'DEFAULT_SUBJECT',
+           'parse_view', 'view_name', 'view_key', 'views_params', 'subject_boxes', 'apply_view', 'choose_subject',
+           'subject_heatmap', 'photo_view']
 
 # %% ../nbs/03b_views.ipynb #526d0006
 VIEWS_DEFAULTS = {
@@ -136,3 +140,45 @@ def apply_view(name:str, # a view name: plain, highlight<NN>, blur, gray, crop, 
     p = {**VIEWS_DEFAULTS, **(p or {})}
     out = _highlight(images, heatmaps, p, alpha) if base == "highlight" else VIEW_FUNCTIONS[base](images, heatmaps, p)
     return out.clamp(0, 1)
+
+# %% ../nbs/03b_views.ipynb #58f3ef3e
+DEFAULT_VIEW = "highlight0"  # the view shown for focus at test time unless one is named (revised by the measurements)
+SUBJECTS = ("largest", "central", "all")  # who forms a photo's subject: the tallest person, the one nearest the centre, everyone
+DEFAULT_SUBJECT = "largest"
+
+def _person_centre(p:Person) -> np.ndarray:
+    "The person's `center`, else the mean of its placed joints (NaN without any)."
+    if p.center is not None: return np.asarray(p.center, dtype=float)
+    a = p.array; placed = ~(a == -1).all(1)
+    return a[placed].mean(0) if placed.any() else np.full(2, np.nan)
+
+def choose_subject(people:Sequence[Person], # the people of one photo
+                   src_size:tuple[int, int], # the photo's (width, height)
+                   subject:str=DEFAULT_SUBJECT, # one of `SUBJECTS`
+                  ) -> list[int]:
+    "The indices of the people who form the subject (see `SUBJECTS`); [] without people."
+    if subject not in SUBJECTS: raise ValueError(f"unknown subject {subject!r}; known: {list(SUBJECTS)}")
+    if not people or subject == "all": return list(range(len(people)))
+    if subject == "largest": return [int(np.argmax([p.scale or 0.0 for p in people]))]
+    off = [np.hypot(*(_person_centre(p) / np.asarray(src_size, dtype=float) - 0.5)) for p in people]  # in fractions of the sides
+    return [int(np.argmin(np.nan_to_num(off, nan=np.inf)))]
+
+def subject_heatmap(people:Sequence[Person], # the people of one photo, in its pixels
+                    src_size:tuple[int, int], # the photo's (width, height)
+                    size:int, # the model's square input side
+                    subject:str=DEFAULT_SUBJECT, # one of `SUBJECTS`
+                    **opts, # as for `focusclip.heatmaps.heatmap`
+                   ) -> np.ndarray:
+    "The subject's heatmap at the square input, float32 (size, size) in [0, 1]; all zeros without people."
+    chosen = [people[i] for i in choose_subject(people, src_size, subject)]
+    return record_heatmap(Record("subject", "", *src_size, people=chosen), size=(size, size), **opts)
+
+def photo_view(image:np.ndarray, # (S, S, 3) uint8: the photo at the model's input, as `load_rgb(path, S)` gives it
+               heat:np.ndarray, # (S, S) its subject's heatmap in [0, 1] (`subject_heatmap`)
+               view:str=DEFAULT_VIEW, # a view name (see `apply_view`)
+               p:dict|None=None, # the `views` settings (default VIEWS_DEFAULTS)
+              ) -> tuple[torch.Tensor, bool]:
+    "The photo as the model is shown it, (3, S, S) floats in [0, 1], and whether a subject was shown (else: the plain image)."
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255)[None]
+    if not heat.max() > 0: return x[0], False
+    return apply_view(view, x, torch.from_numpy(np.asarray(heat, dtype=np.float32))[None], p)[0], True
