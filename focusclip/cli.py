@@ -4,19 +4,20 @@
 
 # %% ../nbs/09_cli.ipynb #ad345339
 from __future__ import annotations
-import argparse, contextlib, csv, json, sys
+import argparse, contextlib, csv, json, sys, time
+import numpy as np
 from pathlib import Path
-from .data import IMAGE_EXTS, read_jsonl, write_jsonl
+from .data import IMAGE_EXTS, Record, load_rgb, read_jsonl, write_jsonl
 from .readers import read_records, rebase_images
 from .synth import SYNTH_DEFAULTS, generate
-from .heatmaps import PARTS, HEATMAP_DEFAULTS, write_heatmaps
+from .heatmaps import PARTS, HEATMAP_DEFAULTS, draw_joints, write_heatmaps
 from .describe import describe_photo, run_describe
 from .evalsets import EvalSet, eval_set_from_labels
 from .zeroshot import evaluate_zero_shot, TASK_TOPK
 
 # %% auto #0
 __all__ = ['data_parser', 'data_main', 'heatmaps_parser', 'heatmaps_main', 'describe_parser', 'describe_main', 'zeroshot_parser',
-           'folder_eval_set', 'zeroshot_main', 'preset_parser', 'preset_main']
+           'folder_eval_set', 'figure_name', 'focus_figure', 'zeroshot_main', 'preset_parser', 'preset_main']
 
 # %% ../nbs/09_cli.ipynb #c53cc4f4
 def _run(fn, args) -> int:
@@ -128,10 +129,16 @@ def describe_main(argv:list|None=None) -> int:
 
 # %% ../nbs/09_cli.ipynb #60db1f30
 def zeroshot_parser() -> argparse.ArgumentParser:
+    from focusclip.views import DEFAULT_SUBJECT, DEFAULT_VIEW, SUBJECTS  # heavy: torch
     p = _parser("focusclip-zeroshot", "Zero-shot classify a folder of images with a saved CLIP/FocusCLIP model.",
                 "examples:\n  focusclip-zeroshot models/seed_42/focusclip photos/ --classes running sitting cycling --task activity\n"
-                "  focusclip-zeroshot models/seed_42/focusclip faces_by_emotion/ --task emotion --out predictions.csv")
-    p.add_argument("model", help="folder written by save_model (open_clip config + safetensors + focusclip.json)")
+                "  focusclip-zeroshot models/seed_42/focusclip faces_by_emotion/ --task emotion --out predictions.csv\n"
+                "  focusclip-zeroshot my_open_clip_model/ photos/ --focus pose --out predictions.csv --figures figures/\n\n"
+                "--focus pose: each photo's people are estimated (pip install \"focusclip[pose]\"), the subject is chosen\n"
+                f"(--subject: {', '.join(SUBJECTS)}; default {DEFAULT_SUBJECT}: the person with the largest estimated height),\n"
+                "its heatmap is drawn at the model's input and the photo is classified as --view shows it, and plain.\n"
+                "A photo without a person is classified plain (people 0, focused false).")
+    p.add_argument("model", help="folder written by save_model, or any open_clip folder (open_clip_config.json + open_clip_model.safetensors)")
     p.add_argument("images", help="folder of images, flat or one subfolder per class")
     p.add_argument("--classes", nargs="+", help="class names (default: the subfolder names)")
     p.add_argument("--task", default="activity", help="activity | age | emotion | ...: picks the prompt templates and k (default activity)")
@@ -139,6 +146,11 @@ def zeroshot_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, help="k for top-k accuracy (default: the task's, as in the paper)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--out", help="CSV of predictions (default: print)")
+    p.add_argument("--focus", choices=("none", "pose"), default="none", help="pose: also classify a view of each photo's subject "
+                   "from its estimated people; none: the plain image only (default none)")
+    p.add_argument("--view", default=DEFAULT_VIEW, help=f"with --focus pose: how the subject is shown: highlight<NN>, blur, gray, crop, ellipse (default {DEFAULT_VIEW})")
+    p.add_argument("--subject", choices=SUBJECTS, default=DEFAULT_SUBJECT, help=f"with --focus pose: who forms the subject (default {DEFAULT_SUBJECT})")
+    p.add_argument("--figures", help="with --focus pose: a folder for one PNG per photo (its people, the view, top-k scores plain vs focus)")
     return p
 
 def folder_eval_set(images:str|Path, classes:list|None=None, task:str="activity"):
@@ -158,24 +170,134 @@ def folder_eval_set(images:str|Path, classes:list|None=None, task:str="activity"
     if not items: raise ValueError(f"{root}: no images ({', '.join(IMAGE_EXTS)})")
     return EvalSet(root.name, task, list(classes), items, [0]*len(items), info={"labelled": False})
 
+# %% ../nbs/09_cli.ipynb #aa069ff1
+def _square_input(model) -> int:
+    s = model.image_size
+    if not isinstance(s, int): raise ValueError(f"--focus pose needs a model with a square input; this one's is {s}")
+    return s
+
+def _focus_view(path:Path, people:list, src:tuple, size:int, a):
+    "The photo at the model's input as `a.view` shows `a.subject` of its people, and whether a subject was shown."
+    from focusclip.views import photo_view, subject_heatmap  # heavy: torch
+    return photo_view(load_rgb(path, size), subject_heatmap(people, src, size, a.subject), a.view)
+
+def _focus_features(model, items:list, a) -> tuple:
+    "Each photo's embedding as the view shows its subject (plain where nobody was found), and per photo its people, size, focused and the estimator's seconds."
+    import torch
+    from focusclip.pose import estimate_people  # heavy: the optional pose extra
+    size, feats, found = _square_input(model), [], []
+    device = next(model.parameters()).device
+    model.eval()
+    for start in range(0, len(items), a.batch_size):
+        views = []
+        for path in items[start:start + a.batch_size]:
+            t = time.perf_counter(); people, src, _ = estimate_people(path); seconds = time.perf_counter() - t
+            view, focused = _focus_view(path, people, src, size, a)
+            views.append(view); found.append(dict(people=people, src=src, focused=focused, seconds=seconds))
+        with torch.no_grad(): feats.append(model.encode_image(torch.stack(views).to(device), normalize=True).float().cpu())
+    return torch.nn.functional.normalize(torch.cat(feats), dim=-1), found
+
+# %% ../nbs/09_cli.ipynb #713ae6ce
+def figure_name(root:str|Path, path:str|Path) -> str:
+    "A photo's figure file: its path under the folder, `/` as `__`, `.png`."
+    return "__".join(Path(path).relative_to(root).with_suffix("").parts) + ".png"
+
+def _people_panel(ax, path:Path, people:list, chosen:list):
+    "The photo with its people's skeletons, the subject boxed."
+    from focusclip.pose import read_photo  # heavy: the optional pose extra
+    from matplotlib.patches import Rectangle
+    im, (W, H) = read_photo(path, 640)
+    ax.imshow(draw_joints(np.asarray(im), Record("photo", str(path), W, H, people=people)))
+    for i in chosen:
+        xy = people[i].array; xy = xy[~(xy == -1).all(1)] * (im.width / W)
+        ax.add_patch(Rectangle(xy.min(0), *(xy.max(0) - xy.min(0)), fill=False, ec="yellow", lw=2))
+    ax.set_title(f"{len(people)} people; the subject boxed", fontsize=9); ax.axis("off")
+
+def _score_panel(ax, classes:list, plain:np.ndarray, focus:np.ndarray, k:int):
+    "Horizontal bars: the union of both top-k lists, each class's score plain and with focus."
+    show = list(dict.fromkeys([*np.argsort(-plain)[:k], *np.argsort(-focus)[:k]]))[::-1]
+    y = np.arange(len(show))
+    ax.barh(y + 0.2, focus[show], 0.4, label="focus"); ax.barh(y - 0.2, plain[show], 0.4, label="plain")
+    ax.set_yticks(y, [classes[i] for i in show], fontsize=8); ax.legend(fontsize=8)
+    ax.set_xlabel("score (cosine similarity)", fontsize=8); ax.set_title(f"top-{k}, plain vs focus", fontsize=9)
+
+def focus_figure(path:str|Path, # the photo
+                 people:list, # its estimated people (`Person`s in its pixels)
+                 chosen:list, # the subject's indices among them
+                 view, # (3, S, S) tensor: what the model saw
+                 classes:list, # the class names
+                 plain:np.ndarray, focus:np.ndarray, # (C,) scores of the plain image and of the view
+                 k:int, # the top-k shown
+                 out:str|Path, # the PNG
+                ) -> Path:
+    "One photo's figure: its people (the subject boxed), the view the model saw, and the top-k scores plain vs focus."
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(12, 3.6)); axs = fig.subplots(1, 3, gridspec_kw=dict(width_ratios=[1.4, 1, 1.2]))
+    _people_panel(axs[0], Path(path), people, chosen)
+    axs[1].imshow(view.permute(1, 2, 0).numpy()); axs[1].axis("off")
+    axs[1].set_title("the view the model saw" if chosen else "no person: the plain image", fontsize=9)
+    _score_panel(axs[2], classes, plain, focus, k)
+    fig.tight_layout(); Path(out).parent.mkdir(parents=True, exist_ok=True); fig.savefig(out, dpi=100)
+    return Path(out)
+
+# %% ../nbs/09_cli.ipynb #cc27b7d7
+def _classify(model, es:EvalSet, a, features=None) -> tuple[dict, np.ndarray]:
+    "Accuracy (labelled folders) and the (N, C) scores, of the plain images or of given embeddings."
+    r = evaluate_zero_shot(model, es, templates=a.template, topk=a.topk, batch_size=a.batch_size, image_features=features,
+                           bootstrap=1000 if es.info["labelled"] else 0, return_logits=True, progress=False)
+    return r, np.asarray(r.pop("logits"))
+
+def _predictions(classes:list, logits:np.ndarray, k:int, suffix:str="") -> list[dict]:
+    top = np.argsort(-logits, 1)[:, :k]
+    return [{f"prediction{suffix}": classes[t[0]], f"top{k}{suffix}": "|".join(classes[j] for j in t)} for t in top]
+
+def _write_rows(rows:list[dict], out:str|None):
+    f = open(out, "w", newline="") if out else sys.stdout
+    with contextlib.ExitStack() as st:
+        if out: st.enter_context(f)
+        w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
+
+def _write_figures(model, es:EvalSet, a, found:list, plain:np.ndarray, focus:np.ndarray, k:int):
+    from focusclip.views import choose_subject  # heavy: torch
+    size = _square_input(model)
+    for path, f, p, q in zip(es.items, found, plain, focus):
+        view, _ = _focus_view(path, f["people"], f["src"], size, a)
+        chosen = choose_subject(f["people"], f["src"], a.subject) if f["focused"] else []
+        focus_figure(path, f["people"], chosen, view, es.classnames, p, q, k, Path(a.figures)/figure_name(a.images, path))
+
+def _check_focus(a):
+    "Fail early, before the model loads: the extra, the view's name, figures only with focus."
+    if a.focus == "none":
+        if a.figures: raise ValueError("--figures shows the focused view: add --focus pose")
+        return
+    from focusclip.pose import require_pose  # heavy: the optional pose extra
+    from focusclip.views import parse_view  # heavy: torch
+    require_pose(); parse_view(a.view)
+
 def _zeroshot(a):
-    import numpy as np
     from focusclip.model import load_model  # heavy: torch and open_clip, only for this command
     es = folder_eval_set(a.images, a.classes, a.task)
+    _check_focus(a)
     model = load_model(a.model)
-    r = evaluate_zero_shot(model, es, templates=a.template, topk=a.topk, batch_size=a.batch_size,
-                           bootstrap=1000 if es.info["labelled"] else 0, return_logits=True, progress=False)
-    logits = np.asarray(r.pop("logits"))
+    r, logits = _classify(model, es, a)
     k = min(a.topk or TASK_TOPK.get(a.task, 1), len(es.classnames))
-    top = np.argsort(-logits, 1)[:, :k]
-    rows = [{"image": str(p), "prediction": es.classnames[t[0]], f"top{k}": "|".join(es.classnames[j] for j in t),
-             **({"label": es.classnames[l]} if es.info["labelled"] else {})} for p, t, l in zip(es.items, top, es.labels)]
-    out = open(a.out, "w", newline="") if a.out else sys.stdout
-    with contextlib.ExitStack() as st:
-        if a.out: st.enter_context(out)
-        w = csv.DictWriter(out, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
+    plain = _predictions(es.classnames, logits, k)
+    labels = [{"label": es.classnames[l]} if es.info["labelled"] else {} for l in es.labels]
+    if a.focus == "none": rows = [{"image": str(p), **q, **l} for p, q, l in zip(es.items, plain, labels)]
+    else:
+        feats, found = _focus_features(model, es.items, a)
+        rf, logits_f = _classify(model, es, a, feats)
+        focus = _predictions(es.classnames, logits_f, k, "_focus")
+        rows = [{"image": str(p), "people": len(f["people"]), "focused": f["focused"], **q, **qf, **l}
+                for p, f, q, qf, l in zip(es.items, found, plain, focus, labels)]
+        if a.figures: _write_figures(model, es, a, found, logits, logits_f, k)
+    _write_rows(rows, a.out)
     if es.info["labelled"]:
         print(f"top-1 {r['top1']:.2f}%  top-{k} {r['topk']:.2f}%  over {len(es)} images, {len(es.classnames)} classes", file=sys.stderr)
+    if a.focus != "none":
+        if es.info["labelled"]: print(f"with focus ({a.view}, subject {a.subject}): top-1 {rf['top1']:.2f}%  top-{k} {rf['topk']:.2f}%", file=sys.stderr)
+        print(f"people found in {sum(len(f['people']) > 0 for f in found)} of {len(es)} photos; "
+              f"pose estimation {np.median([f['seconds'] for f in found]):.2f} s per photo (median)", file=sys.stderr)
 
 def zeroshot_main(argv:list|None=None) -> int:
     "Console script `focusclip-zeroshot`."

@@ -22,7 +22,7 @@ from .evaldata import FER_USAGE, FERPLUS_DIRS
 __all__ = ['FAULTS', 'struct_array', 'make_mini_mpii_mat', 'RangeFileServer', 'make_mpii_archives', 'caption_rows',
            'make_pose_captions', 'save_image', 'make_stanford40', 'make_emotic', 'make_lagenda', 'make_utkface',
            'make_fer2013', 'make_ferplus', 'make_fairface', 'make_kinetics_frames', 'make_evalsets', 'toy_records',
-           'colour_model', 'FakeLLM', 'main']
+           'colour_model', 'open_clip_folder', 'FakeLLM', 'main']
 
 # %% ../nbs/testing.ipynb #5a7d86c1
 def struct_array(rows:list[dict]) -> np.ndarray:
@@ -312,6 +312,23 @@ def colour_model(image_size:int=8, # the square input size it reports
             return F.normalize(f, dim=-1) if normalize else f
         def highlight(self, x, h, alpha=0.5): return x * (alpha + h[:, None] * (1 - alpha))
     return ColourModel()
+
+# %% ../nbs/testing.ipynb #3d3507e5
+def open_clip_folder(folder:str|Path, # where the two files go (created)
+                     config:str="tiny", # a BPE-text configuration of `focusclip.towers.MODEL_CONFIGS`
+                     seed:int=0, # the initial weights' seed
+                    ) -> Path:
+    "An untrained open_clip CLIP saved as open_clip saves one: `open_clip_config.json` + `open_clip_model.safetensors`."
+    import importlib, open_clip, torch
+    from safetensors.torch import save_file
+    from focusclip.towers import MODEL_CONFIGS
+    cfg = MODEL_CONFIGS[config]; torch.manual_seed(seed)
+    model, folder = open_clip.CLIP(**cfg), Path(folder)
+    model.visual.image_mean, model.visual.image_std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD  # as create_model sets them
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder/"open_clip_model.safetensors")
+    importlib.import_module("open_clip.push_to_hf_hub").save_config_for_hf(model, folder/"open_clip_config.json", cfg)
+    return folder
 
 # %% ../nbs/testing.ipynb #96c6dfa8
 FAULTS = ("rate_limit", "server_error", "malformed", "empty", "drop")
