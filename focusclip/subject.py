@@ -4,7 +4,7 @@
 
 # %% ../nbs/06a_subject.ipynb #98ae1418
 from __future__ import annotations
-import json, math, time
+import contextlib, json, math, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -16,8 +16,8 @@ from .features import FeatureCache, load_features
 
 # %% auto #0
 __all__ = ['SUBJECT_DEFAULTS', 'METHODS', 'subject_params', 'labelled_rows', 'true_heatmaps', 'area_targets', 'mean_heatmap',
-           'SubjectHead', 'fit_subject', 'predict_split', 'write_predicted', 'centred_gaussian', 'fit_gaussian_width',
-           'heatmap_scores', 'subject_quality', 'quality_table', 'run_subject']
+           'SubjectHead', 'one_thread', 'fit_subject', 'predict_split', 'write_predicted', 'centred_gaussian',
+           'fit_gaussian_width', 'heatmap_scores', 'subject_quality', 'quality_table', 'run_subject']
 
 # %% ../nbs/06a_subject.ipynb #5b5f7634
 SUBJECT_DEFAULTS = dict(
@@ -95,6 +95,13 @@ class SubjectHead(torch.nn.Module):
         return self.body((x.float() - self.mean) / self.std)
 
 # %% ../nbs/06a_subject.ipynb #45b38e0a
+@contextlib.contextmanager
+def one_thread():
+    "Torch's intra-op threads set to one inside the block, restored after."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    try: yield
+    finally: torch.set_num_threads(n)
+
 def fit_subject(cache:FeatureCache, # the features stage's cache (its train split)
                 records:list[Record], # the records: which train images have annotated people
                 heatmaps_dir:str|Path, # the joints' heatmaps, the targets
@@ -111,10 +118,11 @@ def fit_subject(cache:FeatureCache, # the features stage's cache (its train spli
     gen = torch.Generator().manual_seed(p["seed"])
     opt = torch.optim.AdamW(head.parameters(), lr=p["lr"], weight_decay=p["weight_decay"])
     head.train()
-    for _ in range(p["steps"]):
-        b = torch.randint(0, len(x), (min(p["batch_size"], len(x)),), generator=gen)
-        loss = F.binary_cross_entropy_with_logits(head(x[b]), y[b])
-        opt.zero_grad(); loss.backward(); opt.step()
+    with one_thread():
+        for _ in range(p["steps"]):
+            b = torch.randint(0, len(x), (min(p["batch_size"], len(x)),), generator=gen)
+            loss = F.binary_cross_entropy_with_logits(head(x[b]), y[b])
+            opt.zero_grad(); loss.backward(); opt.step()
     head.loss = round(loss.item(), 4)
     return head.eval()
 
