@@ -233,5 +233,5 @@ def run_subject(params:dict|str|Path|Config="params.yaml", # a `Config` (section
     metrics = dict(seconds={k: round(v, 2) for k, v in t.items()}, images={s: len(v) for s, v in predicted.items()}, loss=head.loss,
                    **subject_quality(cache, records, p["heatmaps_dir"], predicted, p["threshold"]))
     _write_json(p["metrics"], metrics)
-    print(f"subject head: fit {t['fit']:.1f} s on {cache.images('train').shape[0]} train images, {len(written)} heatmaps written to {out_dir}")
+    print(f"subject head: fit {t['fit']:.1f} s on {len(cache.ids('train'))} train images, {len(written)} heatmaps written to {out_dir}")
     return metrics
