@@ -12,6 +12,8 @@ from .heatmaps import heatmap_params
 from .describe import describe_params
 from .model import model_params
 from .recipe import train_config
+from .views import views_params
+from .subject import subject_params
 from .evaluate import EVALUATE_OPEN, evaluate_params
 from .report import report_params
 
@@ -21,7 +23,8 @@ __all__ = ['CHECKERS', 'OPEN_MAPPINGS', 'load_config', 'new_preset_keys', 'read_
 
 # %% ../nbs/08a_pipeline.ipynb #dbac2db1
 CHECKERS = dict(base=base_params, data=data_params, heatmaps=heatmap_params, describe=describe_params,
-                model=model_params, train=train_config, evaluate=evaluate_params, report=report_params)
+                model=model_params, train=train_config, subject=subject_params, evaluate=evaluate_params, views=views_params,
+                report=report_params)
 
 # %% ../nbs/08a_pipeline.ipynb #0aadf8c2
 def load_config(params:dict|str|Path|Config="params.yaml", # the params file, its contents or a `Config`

@@ -23,7 +23,7 @@ __all__ = ['VIEWS_DEFAULTS', 'BASE_VIEWS', 'SOURCES', 'VIEW_FUNCTIONS', 'DEFAULT
 VIEWS_DEFAULTS = {
     "sources": {  # heatmap source -> its folder of <record id>.png and the views shown with it (beside plain); highlight<NN>: alpha NN/100
         "given": {"dir": "data/heatmaps", "views": ["highlight", "highlight0", "blur", "gray", "crop", "ellipse"]},  # from the joints (heatmaps stage)
-        "predicted": {"dir": "data/heatmaps_predicted", "views": ["highlight0", "blur"]},  # without joints (subject stage)
+        "predicted": {"dir": "data/heatmaps_predicted", "views": ["highlight", "gray"]},  # without joints (subject stage)
     },
     "split": "test",  # the records' split whose views are measured (the held-out style)
     "out": "data/views/features.pt",  # the views' cached frozen-prefix activations (view_features stage)

@@ -72,7 +72,7 @@ def test_show_prints_every_section_resolved():
     r = cli("--show", "presets/paper.yaml")
     assert r.returncode == 0, r.stderr
     shown = yaml.safe_load(r.stdout)
-    assert list(shown) == ["base", "data", "heatmaps", "describe", "model", "train", "evaluate", "report"]
+    assert list(shown) == ["base", "data", "heatmaps", "describe", "model", "train", "subject", "evaluate", "views", "report"]
     assert shown == yaml.safe_load(show_config(resolve(PARAMS, ROOT / "presets/paper.yaml")))
     assert shown["train"]["epochs"] == 64 and shown["train"]["lr"] == 0.0005
     r = cli("--show")
