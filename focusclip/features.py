@@ -216,13 +216,12 @@ def training_texts(tcfg:dict, # a checked `train` section
     keep = {r.id for split in ("train", "val") for r in read_jsonl(tcfg["records"], split)}
     return {k: v for k, v in load_descriptions(tcfg["descriptions"]).items() if k in keep}
 
-def run_view_features(params:str|Path="params.yaml", # a `Config` (sections model, views), or a params dict or file (read here)
-                      records_path:str|Path="data/records/records.jsonl", # the records the evaluate stage reads (`evaluate.records`)
+def run_view_features(params:str|Path="params.yaml", # a `Config` (sections model, train, views), or a params dict or file (read here)
                       progress:bool=True) -> dict:
-    "The view_features stage: cache the frozen parts' activations of every view of the held-out images."
+    "The view_features stage: cache the frozen parts' activations of every view of the held-out images (of `train.records`, as the features stage)."
     cfg = read_config(params)
-    vp = views_params(cfg)
-    doc = compute_view_features(create_model_from_params(model_params(cfg), use_heatmap=True), vp, records_path, vp["out"], progress=progress)
+    vp, records = views_params(cfg), train_config(cfg)["records"]
+    doc = compute_view_features(create_model_from_params(model_params(cfg), use_heatmap=True), vp, records, vp["out"], progress=progress)
     for source, why in doc["skipped"].items(): print(f"views with {source} heatmaps not cached: {why}")
     return dict(path=vp["out"], views={k: int(v.shape[0]) for k, v in doc["images"].items()}, skipped=doc["skipped"], seconds=doc["t"])
 

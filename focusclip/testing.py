@@ -22,7 +22,7 @@ from .evaldata import FER_USAGE, FERPLUS_DIRS
 __all__ = ['FAULTS', 'struct_array', 'make_mini_mpii_mat', 'RangeFileServer', 'make_mpii_archives', 'caption_rows',
            'make_pose_captions', 'save_image', 'make_stanford40', 'make_emotic', 'make_lagenda', 'make_utkface',
            'make_fer2013', 'make_ferplus', 'make_fairface', 'make_kinetics_frames', 'make_evalsets', 'toy_records',
-           'colour_model', 'open_clip_folder', 'FakeLLM', 'main']
+           'colour_model', 'open_clip_folder', 'study_seed_doc', 'FakeLLM', 'main']
 
 # %% ../nbs/testing.ipynb #5a7d86c1
 def struct_array(rows:list[dict]) -> np.ndarray:
@@ -329,6 +329,19 @@ def open_clip_folder(folder:str|Path, # where the two files go (created)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder/"open_clip_model.safetensors")
     importlib.import_module("open_clip.push_to_hf_hub").save_config_for_hf(model, folder/"open_clip_config.json", cfg)
     return folder
+
+# %% ../nbs/testing.ipynb #7e57d0c1
+def study_seed_doc(point:str, knob, value, seed:int, gain:float, keys, n:int=100) -> dict:
+    "A made-up seed document of the controlled study: CLIP right on half the items, FocusCLIP on `gain` more, the oracle on twice that; both shown three views that help."
+    rng = np.random.default_rng(seed); base = rng.random((len(keys), n)) < 0.5
+    res = lambda extra: [dict(key=k, task=k.split("/")[0], topk=100 * c.mean(), correct_topk="".join("01"[int(v)] for v in c))
+                         for k, c in zip(keys, base | (rng.random((len(keys), n)) < extra))]
+    shown = lambda extra: {f"{v}/{s}": res(extra + g) for v, s, g in (("highlight", "given", gain), ("crop", "given", gain / 2), ("highlight", "predicted", gain / 2))}
+    evals = {"clip": {"variant": "clip", "seed": seed, "results": res(0.0), "views": shown(0.0)},
+             "focusclip": {"variant": "focusclip", "seed": seed, "results": res(gain), "views": shown(gain)},
+             "oracle": {"variant": "oracle", "seed": seed, "results": res(2 * gain), "views": {}}}
+    return dict(point=point, knob=knob, value=value, synthetic={}, seed=seed, evals=evals, seconds=dict(prepare={"data": 1.0}, seed_total=2.0),
+                subject={"test": {"predicted": {"correlation": 0.7, "iou": 0.5}, "gaussian": {"correlation": 0.4, "iou": 0.2}}})
 
 # %% ../nbs/testing.ipynb #96c6dfa8
 FAULTS = ("rate_limit", "server_error", "malformed", "empty", "drop")
