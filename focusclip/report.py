@@ -10,6 +10,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from .config import section
 from .metrics import paired_difference
+from .subject import quality_table
 from .focus import views_summary
 from .zeroshot import load_results
 
@@ -18,8 +19,8 @@ __all__ = ['HEADLINE_RULES', 'PAPER_TABLE', 'NAMES', 'LABELS', 'SPLIT_DATASETS',
            'headline', 'shown_diff', 'run_files', 'load_all', 'results_frame', 'paper_docs', 'summarise',
            'headline_by_seed', 'comparison_table', 'markdown_table', 'table_markdown', 'table_csv', 'ablation_table',
            'ablation_markdown', 'benchmark_summary', 'benchmark_section', 'summary_markdown', 'save_figure',
-           'plot_bars', 'plot_confusions', 'plot_per_class', 'plot_embeddings', 'views_markdown', 'plot_views',
-           'report_params', 'report_metrics', 'make_report']
+           'plot_bars', 'plot_confusions', 'plot_per_class', 'plot_embeddings', 'views_markdown', 'subject_section',
+           'plot_views', 'report_params', 'report_metrics', 'make_report']
 
 # %% ../nbs/08_report.ipynb #2fe33637
 HEADLINE_RULES = {
@@ -408,6 +409,11 @@ def views_markdown(vs:dict, # from `focusclip.focus.views_summary`
     return markdown_table(["view", "heatmaps", b, f"{b} − plain {b} [95%]", m, f"{m} − plain {b} [95%]"],
                           [[v, s, f(r.get(baseline)), g(r.get(baseline)), f(r.get(method)), g(r.get(method))] for (v, s), r in rows.items()])
 
+def subject_section(subject:dict|None) -> str:
+    "The predicted heatmaps' quality against the joints' heatmaps (the subject stage's metrics), or why there are none."
+    if not (subject or {}).get("splits"): return f"No predicted heatmaps: {(subject or {}).get('skipped', 'the subject stage has not run')}."
+    return "Predicted heatmaps (subject stage) against the joints' heatmaps, per split:\n\n" + quality_table(subject)
+
 def plot_views(vs:dict, stem:str|Path, baseline:str="clip", method:str="focusclip", formats=("png", "svg")) -> list[Path]:
     "Each view's difference to plain `baseline` with its 95% interval, one marker per model."
     import matplotlib.pyplot as plt
@@ -464,6 +470,7 @@ def make_report(results_dir:str|Path="results/eval", # folder of results files
                 figures_dir:str|Path="results/figures", # PNG + SVG figures
                 params=None, # a `Config` (its `report` section), or a params dict or file (None: the defaults)
                 runs:Sequence|None=None, # exactly the results files to read (`run_files` of the params' variants and seeds); None: every file in `results_dir`
+                subject:dict|None=None, # the subject stage's metrics: the predicted heatmaps' quality, beside the views
                ) -> dict:
     "Read the runs' results files and write the report, its CSV, its metrics and its figures."
     p = report_params({} if params is None else params)
@@ -493,7 +500,7 @@ def make_report(results_dir:str|Path="results/eval", # folder of results files
              *(benchmark_section(summary, p["baseline"], p["method"]) if summary["tasks"] else []),
              *(["## Focus at test time", "", "The held-out images shown with the subject marked (`params.yaml` `views`), beside plain: each model's "
                 "headline and its difference to plain CLIP, paired by seed and item (* : the 95% interval excludes 0). Heatmaps `given` come from the "
-                "records' joints, `predicted` from the subject stage (no joints).", "", views_markdown(tv, p["baseline"], p["method"]), ""] if tv else []),
+                "records' joints, `predicted` from the subject stage (no joints).", "", views_markdown(tv, p["baseline"], p["method"]), "", subject_section(subject), ""] if tv else []),
              "## In the paper's layout", "",
              table_markdown(t), "", "Chance levels (in the `chance` column): 100/n for top-1 and 100·k/n for top-k, n = number of classes: "
              + "; ".join(f"{NAMES.get(r.dataset, r.dataset)} {r.task} {r.chance:.2f}% (top-{int(r.k)})" for r in chance.itertuples() if r.chance is not None and np.isfinite(r.chance)) + ".", "",
@@ -506,6 +513,7 @@ def make_report(results_dir:str|Path="results/eval", # folder of results files
     if summary["tasks"]:  # the embedded benchmark's sets are there: its numbers, and its headline beside the report's
         metrics = {**metrics, **{k: v for k, v in summary.items() if k != "headline"}, "headline": {**metrics["headline"], **summary["headline"]}}
     if tv: metrics["test_views"] = _nice(tv)
+    if (subject or {}).get("splits"): metrics["subject"] = subject["splits"]
     mp = Path(metrics_path); mp.parent.mkdir(parents=True, exist_ok=True)
     mp.write_text(json.dumps(metrics, indent=1))
     return {"table": t, "ablation": abl, "markdown": out_md, "csv": Path(out_csv), "metrics": metrics, "figures": figs, "summary": summary}

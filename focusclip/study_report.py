@@ -181,9 +181,13 @@ def _point_seconds(study:dict, name:str) -> float:
 
 def _subject_line(table:list[dict]) -> str:
     "The predicted heatmaps' quality per point (held-out images): correlation with the joints' heatmaps, beside a centred Gaussian."
-    q = [(s["point"], s["subject"]["test"]) for s in table if (s.get("subject") or {}).get("test")]
+    q = [(s["point"], t) for s in table if (t := _subject_test(s))]
     return ("Predicted heatmaps on each point's held-out images, correlation with the joints' heatmaps (centred Gaussian in brackets): " +
-            ", ".join(f"{n} {t['predicted']['correlation']:.2f} ({t.get('gaussian', {}).get('correlation', float('nan')):.2f})" for n, t in q) + ".") if q else ""
+            ", ".join(f"{n} {t['predicted']['correlation']:.2f} ({t['centred_gaussian']['correlation']:.2f})" for n, t in q) + ".") if q else ""
+
+def _subject_test(s:dict) -> dict|None:
+    "A point's predicted heatmaps' quality on its held-out images (the subject stage's metrics), if it has them."
+    return ((s.get("subject") or {}).get("splits") or {}).get("test")
 
 # %% ../nbs/10a_study_report.ipynb #034c0010
 def report_markdown(table:list[dict], study:dict, extra:str="") -> str:
@@ -225,7 +229,7 @@ def study_summary(table:list[dict], study:dict) -> dict:
                                          views={k: {"headline": round(e["headline"], 3), "diff": round(e["diff"], 3), "diff_ci95": [round(v, 3) for v in e["diff_ci95"]],
                                                     "significant": e["significant"], "oracle_gap_closed": None if (g := gap_closed(s, k)) is None else round(g, 3)}
                                                 for k, e in s["views"].items()},
-                                         subject=(s.get("subject") or {}).get("test")) for s in table})
+                                         subject=_subject_test(s)) for s in table})
 
 def make_study_report(study_path:str|Path="studies/focus/params.yaml", # the study's params file
                       findings:str="", # the written finding (Markdown) placed above the table

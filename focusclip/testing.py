@@ -341,7 +341,7 @@ def study_seed_doc(point:str, knob, value, seed:int, gain:float, keys, n:int=100
              "focusclip": {"variant": "focusclip", "seed": seed, "results": res(gain), "views": shown(gain)},
              "oracle": {"variant": "oracle", "seed": seed, "results": res(2 * gain), "views": {}}}
     return dict(point=point, knob=knob, value=value, synthetic={}, seed=seed, evals=evals, seconds=dict(prepare={"data": 1.0}, seed_total=2.0),
-                subject={"test": {"predicted": {"correlation": 0.7, "iou": 0.5}, "gaussian": {"correlation": 0.4, "iou": 0.2}}})
+                subject={"splits": {"test": {"predicted": {"correlation": 0.7, "iou": 0.5}, "centred_gaussian": {"correlation": 0.4, "iou": 0.2}}}})
 
 # %% ../nbs/testing.ipynb #96c6dfa8
 FAULTS = ("rate_limit", "server_error", "malformed", "empty", "drop")
