@@ -148,7 +148,7 @@ def apply_view(name:str, # a view name: plain, highlight<NN>, blur, gray, crop, 
     return out.clamp(0, 1)
 
 # %% ../nbs/03b_views.ipynb #58f3ef3e
-DEFAULT_VIEW = "highlight0"  # the view shown for focus at test time unless one is named (revised by the measurements)
+DEFAULT_VIEW = "highlight"  # the view shown unless one is named: the best of the menu on the embedded validation split (given heatmaps)
 SUBJECTS = ("largest", "central", "all")  # who forms a photo's subject: the tallest person, the one nearest the centre, everyone
 DEFAULT_SUBJECT = "largest"
 

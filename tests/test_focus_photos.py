@@ -41,7 +41,7 @@ def test_focus_on_labelled_photos(photos):
     assert int(rows["000000000785.jpg"]["people"]) >= 1 and rows["000000000785.jpg"]["label"] == "ski"
     assert rows["blank.png"]["people"] == "0" and rows["blank.png"]["focused"] == "False"
     assert rows["blank.png"]["prediction_focus"] == rows["blank.png"]["prediction"]  # plain image both times
-    assert "with focus (highlight0, subject largest): top-1" in err and "people found in 3 of 4 photos" in err, err
+    assert "with focus (highlight, subject largest): top-1" in err and "people found in 3 of 4 photos" in err, err
     pngs = sorted(p.name for p in figs.iterdir())
     assert pngs == ["baseball__000000040083.png", "baseball__000000196141.png", "ski__000000000785.png", "ski__blank.png"]
     assert all(Image.open(figs / p).size[0] > 600 for p in pngs)
