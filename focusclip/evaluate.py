@@ -64,6 +64,7 @@ def cached_encoder(model, # the model being evaluated
                    cache:FeatureCache|None, # the features stage's cache (None: none)
                    records:list|None, # the records file's records (the cache names its images by record id)
                    root:str|Path, # the records file's folder (image paths are relative to it)
+                   split:str|None=None, # the records' split every cached entry shows (a view of a views file); None: each entry is a split
                   ):
     "A function EvalSet -> image features from the cache (None for a set it does not hold), or None when the cache cannot serve `model`."
     if cache is None or records is None: return None
@@ -71,7 +72,7 @@ def cached_encoder(model, # the model being evaluated
     splits = [s for s in cache.splits if use[s]]
     if not splits: return None
     by_id = {(r.split, r.id): r for r in records}
-    row_of = {str(image_path(by_id[s, rid], root)): (s, i) for s in splits for i, rid in enumerate(cache.ids(s)) if (s, rid) in by_id}
+    row_of = {str(image_path(by_id[split or s, rid], root)): (s, i) for s in splits for i, rid in enumerate(cache.ids(s)) if (split or s, rid) in by_id}
 
     @torch.no_grad()
     def encode(es:EvalSet):
@@ -192,7 +193,7 @@ def evaluate_views(model, sets:list, p:dict, vp:dict, # the model, its evaluatio
         shown = _view_sets(sets, vp, e["dir"])
         for name in e["views"] if shown else []:
             key, seen = f"{name}/{source}", {}
-            encode = cached_encoder(model, vcache.select(key), records, root) if vcache is not None and key in vcache.splits else None
+            encode = cached_encoder(model, vcache.select(key), records, root, vp["split"]) if vcache is not None and key in vcache.splits else None
             view = lambda x, hm, name=name: apply_view(name, x, hm, vp)
             out[key] = [{f: r[f] for f in VIEW_FIELDS} for r in (
                 evaluate_zero_shot(model, es, p["templates"], topk=p["topk"].get(es.task), bootstrap=0, seed=seed, device=device, progress=False,
