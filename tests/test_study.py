@@ -36,9 +36,14 @@ def test_tiny_point_end_to_end(tmp_path, monkeypatch):
         keys = [r["key"] for r in e["results"]]
         assert keys == list(S.HEADLINE_KEYS) and e["variant"] == row and e["seed"] == 1
         assert all(len(r["correct_topk"]) == r["n"] for r in e["results"])  # per item: the paired bootstrap's input
-    # the oracle and CLIP are scored on the same items (same records), FocusCLIP's two views too
+    # the oracle and CLIP are scored on the same items (same records), and so is every view shown to CLIP and FocusCLIP
     n = lambda row: [r["n"] for r in doc["evals"][row]["results"]]
-    assert n("oracle") == n("clip") == n("focusclip_highlighted")
+    assert n("oracle") == n("clip") == n("focusclip")
+    shown = {f"{v}/{s}" for s, e in yaml.safe_load((tmp_path / "base.yaml").read_text())["views"]["sources"].items() for v in e["views"]}
+    for row in ("clip", "focusclip"):
+        assert set(doc["evals"][row]["views"]) == shown and doc["evals"]["oracle"]["views"] == {}
+        assert all([r["n"] for r in rs] == n(row) and len(rs[0]["correct_topk"]) == rs[0]["n"] for rs in doc["evals"][row]["views"].values())
+    assert doc["subject"]["splits"]["test"]["n"] > 0  # the point's own predicted heatmaps, scored
     assert not list((tmp_path / "work/neutral").rglob("*.safetensors"))  # models removed once evaluated
     assert any((tmp_path / "work/_store").rglob("*.json"))
     summary = S.point_summary([doc], n_boot=50)
