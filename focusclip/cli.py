@@ -129,13 +129,12 @@ def describe_main(argv:list|None=None) -> int:
 
 # %% ../nbs/09_cli.ipynb #60db1f30
 def zeroshot_parser() -> argparse.ArgumentParser:
-    from focusclip.views import DEFAULT_SUBJECT, DEFAULT_VIEW, SUBJECTS  # heavy: torch
     p = _parser("focusclip-zeroshot", "Zero-shot classify a folder of images with a saved CLIP/FocusCLIP model.",
                 "examples:\n  focusclip-zeroshot models/seed_42/focusclip photos/ --classes running sitting cycling --task activity\n"
                 "  focusclip-zeroshot models/seed_42/focusclip faces_by_emotion/ --task emotion --out predictions.csv\n"
                 "  focusclip-zeroshot my_open_clip_model/ photos/ --focus pose --out predictions.csv --figures figures/\n\n"
                 "--focus pose: each photo's people are estimated (pip install \"focusclip[pose]\"), the subject is chosen\n"
-                f"(--subject: {', '.join(SUBJECTS)}; default {DEFAULT_SUBJECT}: the person with the largest estimated height),\n"
+                "(--subject: largest, central or all; default focusclip.views.DEFAULT_SUBJECT: the person with the largest estimated height),\n"
                 "its heatmap is drawn at the model's input and the photo is classified as --view shows it, and plain.\n"
                 "A photo without a person is classified plain (people 0, focused false).")
     p.add_argument("model", help="folder written by save_model, or any open_clip folder (open_clip_config.json + open_clip_model.safetensors)")
@@ -148,8 +147,9 @@ def zeroshot_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="CSV of predictions (default: print)")
     p.add_argument("--focus", choices=("none", "pose"), default="none", help="pose: also classify a view of each photo's subject "
                    "from its estimated people; none: the plain image only (default none)")
-    p.add_argument("--view", default=DEFAULT_VIEW, help=f"with --focus pose: how the subject is shown: highlight<NN>, blur, gray, crop, ellipse (default {DEFAULT_VIEW})")
-    p.add_argument("--subject", choices=SUBJECTS, default=DEFAULT_SUBJECT, help=f"with --focus pose: who forms the subject (default {DEFAULT_SUBJECT})")
+    p.add_argument("--view", help="with --focus pose: how the subject is shown: highlight<NN>, blur, gray, crop, ellipse "
+                   "(default focusclip.views.DEFAULT_VIEW: the best on the embedded validation split)")
+    p.add_argument("--subject", help="with --focus pose: who forms the subject: largest, central or all (default focusclip.views.DEFAULT_SUBJECT)")
     p.add_argument("--figures", help="with --focus pose: a folder for one PNG per photo (its people, the view, top-k scores plain vs focus)")
     return p
 
@@ -266,13 +266,15 @@ def _write_figures(model, es:EvalSet, a, found:list, plain:np.ndarray, focus:np.
         focus_figure(path, f["people"], chosen, view, es.classnames, p, q, k, Path(a.figures)/figure_name(a.images, path))
 
 def _check_focus(a):
-    "Fail early, before the model loads: the extra, the view's name, figures only with focus."
+    "Fail early, before the model loads: the extra, the view's name and the subject's (their defaults filled in), figures only with focus."
     if a.focus == "none":
         if a.figures: raise ValueError("--figures shows the focused view: add --focus pose")
         return
     from focusclip.pose import require_pose  # heavy: the optional pose extra
-    from focusclip.views import parse_view  # heavy: torch
-    require_pose(); parse_view(a.view)
+    from focusclip.views import DEFAULT_SUBJECT, DEFAULT_VIEW, SUBJECTS, parse_view  # heavy: torch (not for --help)
+    require_pose(); a.view, a.subject = a.view or DEFAULT_VIEW, a.subject or DEFAULT_SUBJECT
+    parse_view(a.view)
+    if a.subject not in SUBJECTS: raise ValueError(f"--subject {a.subject!r}: expected one of {list(SUBJECTS)}")
 
 def _zeroshot(a):
     from focusclip.model import load_model  # heavy: torch and open_clip, only for this command

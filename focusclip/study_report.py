@@ -12,7 +12,7 @@ from .report import markdown_table, save_figure
 from .study import ROWS, ROW_LABELS, load_study, load_point, point_summary
 
 # %% auto #0
-__all__ = ['study_table', 'best_view', 'diff_of', 'gap_closed', 'study_table_markdown', 'views_markdown', 'knob_curves',
+__all__ = ['study_table', 'best_view', 'diff_of', 'gap_closed', 'study_table_markdown', 'point_views_markdown', 'knob_curves',
            'plot_study', 'plot_gap_closed', 'plot_accuracy', 'findings', 'report_markdown', 'study_summary',
            'make_study_report']
 
@@ -66,7 +66,7 @@ def study_table_markdown(table:list[dict], study:dict) -> str:
              _fmt_diff(diff_of(s, f"focusclip/{p}/predicted")), f"{_point_seconds(study, s['point']) / 60:.1f}"] for s in table]
     return markdown_table(header, rows)
 
-def views_markdown(table:list[dict], study:dict, model:str="focusclip") -> str:
+def point_views_markdown(table:list[dict], study:dict, model:str="focusclip") -> str:
     "Per point, `model` shown each view − CLIP [95%] and its share of the oracle's gap."
     keys = list(dict.fromkeys(k for s in table for k in s["views"] if k.startswith(f"{model}/")))
     header = ["knob", "value", *["/".join(k.split("/")[1:]) for k in keys]]
@@ -210,8 +210,8 @@ def report_markdown(table:list[dict], study:dict, extra:str="") -> str:
         *([extra.strip(), ""] if extra.strip() else []),
         "## Headline per point", "", study_table_markdown(table, study), "",
         "![FocusCLIP − CLIP against each knob](focus_vs_knobs.png)", "", "![headline accuracy against each knob](accuracy_vs_knobs.png)", "",
-        "## Focus at test time per point", "", "FocusCLIP shown each view − CLIP [95%] (share of the oracle's gap):", "", views_markdown(table, study), "",
-        "CLIP shown each view − CLIP [95%] (share of the oracle's gap):", "", views_markdown(table, study, "clip"), "", _subject_line(table), "",
+        "## Focus at test time per point", "", "FocusCLIP shown each view − CLIP [95%] (share of the oracle's gap):", "", point_views_markdown(table, study), "",
+        "CLIP shown each view − CLIP [95%] (share of the oracle's gap):", "", point_views_markdown(table, study, "clip"), "", _subject_line(table), "",
         "![share of the oracle's gap closed by each view](gap_closed.png)", "",
         "## Per task (top-k, held-out split, means over seeds)", "", _task_table(table, study), "",
         f"Recorded compute: {sum(_point_seconds(study, s['point']) for s in table) / 60:.1f} minutes over {len(table)} points (the seed documents' timings; "
